@@ -1,0 +1,223 @@
+"""The recipe schema: one frozen attrs class per TOML section, a doc on every field.
+
+Each engine component is built from its own section only (`DataConfig` for the data,
+`ModelConfig` for the network, ...); only the top-level builder sees the whole `Recipe`.
+Defaults follow ALGORITHMS.md §11 where the method fixes a value and are otherwise our choice;
+recipes in `recipes/` say in comments where each value comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+from .fields import (
+    Budget,
+    CheckError,
+    all_of,
+    at_least,
+    each,
+    field,
+    in_range,
+    increasing,
+    length,
+    non_negative,
+    one_of,
+    positive,
+    probability,
+)
+
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
+ARCHS = ("wrn", "cnn")
+NORMS = ("none", "batch", "group")
+#: Methods the engine trains today. The methods issue adds the JEM family, EB-JDAT and the
+#: adversarial-training baselines to this tuple as each lands.
+METHODS = ("standard",)
+PROFILES = ("standard", "reference")
+
+
+def _budget_check(value: Budget) -> None:
+    value.value  # noqa: B018 - parsing raises CheckError with the message to show
+
+
+def _device_check(value: str) -> None:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return
+    raise CheckError(f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
+@attrs.frozen
+class RunConfig:
+    """[run]: naming and seeding of a run."""
+
+    name: str = field("", "Run directory name under out_dir; empty: '<recipe stem>-<date>-<time>'.")
+    seed: int = field(0, "Seed of every random number generator (torch, numpy, python, data order).",
+                      check=at_least(0))
+    out_dir: str = field("runs", "Directory that holds run directories.")
+
+
+@attrs.frozen
+class DataConfig:
+    """[data]: which dataset, where it lives, how the training stream is augmented."""
+
+    name: str = field("digits", "Dataset: 'digits' (ships with scikit-learn), 'fashion-mnist', "
+                      "'cifar10' or 'cifar100'.", check=one_of(*DATASETS))
+    root: str = field("", "Where the files are. Empty: /usr/share/datasets/fashion-mnist for "
+                      "fashion-mnist, ./data for CIFAR; unused for digits.")
+    download: bool = field(False, "Let torchvision download a missing dataset (needs internet).")
+    n_valid: int = field(0, "Training images held out (fixed by run.seed) as a validation split; "
+                         "0: none, and no best.pt is kept.", check=at_least(0))
+    crop_padding: int = field(0, "Reflect-pad by this many pixels and random-crop back (0: off).",
+                              check=at_least(0))
+    hflip: bool = field(False, "Random horizontal flips of training images.")
+    noise_std: float = field(0.0, "Std of Gaussian noise added to training images, in pixel units of "
+                             "[0, 1] (JEM's 0.03 in [-1, 1] units is 0.015 here).", check=non_negative)
+
+
+@attrs.frozen
+class ModelConfig:
+    """[model]: the classifier whose logits define the energy."""
+
+    arch: str = field("cnn", "'wrn' (Wide-ResNet, pre-activation, as in the JEM line) or 'cnn' "
+                      "(a small CNN for 8x8 and 28x28 inputs).", check=one_of(*ARCHS))
+    depth: int = field(28, "WRN depth; must be 6n+4 (e.g. 10, 16, 28).", check=at_least(10))
+    width: int = field(10, "WRN widening factor; for 'cnn', the channel multiplier (base 16).",
+                       check=at_least(1))
+    norm: str = field("none", "Normalisation layers: 'none', 'batch' or 'group'.", check=one_of(*NORMS))
+    bn_momentum: float = field(0.1, "BatchNorm momentum in PyTorch's sense (the JEM line uses 0.9).",
+                               check=probability)
+    dropout: float = field(0.0, "Dropout rate inside residual blocks.", check=in_range(0.0, 0.99))
+    leak: float = field(0.2, "LeakyReLU negative slope (0.2 in the JEM line).", check=in_range(0.0, 1.0))
+    input_mean: float = field(0.5, "Per-pixel mean the model subtracts from [0, 1] inputs.")
+    input_std: float = field(0.5, "Per-pixel std the model divides by (0.5 maps [0, 1] to [-1, 1] "
+                             "as in the JEM line).", check=positive)
+
+
+@attrs.frozen
+class MethodConfig:
+    """[method]: the training objective and its loss weights."""
+
+    name: str = field("standard", "Training method.", check=one_of(*METHODS))
+    profile: str = field("standard", "'standard': pixel-unit budgets, projection every step. "
+                         "'reference': the released EB-JDAT code's units and behaviour, labelled "
+                         "in every output.", check=one_of(*PROFILES))
+    w_ce: float = field(1.0, "Weight of cross-entropy on clean labelled images.", check=non_negative)
+
+
+@attrs.frozen
+class SamplerConfig:
+    """[sampler]: the generative sampler (SGLD / PYLD) and its replay buffer, for the JEM family."""
+
+    kind: str = field("sgld", "'sgld' or 'pyld' (JEM++).", check=one_of("sgld", "pyld"))
+    n_steps: int = field(10, "Sampler steps per iteration (PYLD: outer steps M).", check=at_least(1))
+    step_size: float = field(1.0, "SGLD step size on the gradient of f = logsumexp.", check=non_negative)
+    noise_std: float = field(0.0, "Std of the Gaussian noise added each step.", check=non_negative)
+    grad_clamp: float = field(1.0, "Per-pixel clamp of the gradient (0: off).", check=non_negative)
+    buffer_size: int = field(10000, "Replay buffer size.", check=at_least(1))
+    reinit_freq: float = field(0.05, "Probability that a chain restarts from the init distribution.",
+                               check=probability)
+    buffer_init: str = field("uniform", "'uniform', 'class_gaussian' (JEM++) or 'data_noise'.",
+                             check=one_of("uniform", "class_gaussian", "data_noise"))
+
+
+@attrs.frozen
+class AdversaryConfig:
+    """[adversary]: the attack used inside training (PGD, TRADES, EB-JDAT ascent)."""
+
+    norm: str = field("linf", "Threat model: 'linf' or 'l2'.", check=one_of("linf", "l2"))
+    eps: Budget = field(Budget("8/255"), "Radius in pixel units of [0, 1] images, written with "
+                        "explicit units, e.g. \"8/255\".", check=_budget_check)
+    step_size: Budget = field(Budget("2/255"), "Step size, same units as eps.", check=_budget_check)
+    steps: int = field(5, "Attack steps K.", check=at_least(1))
+    random_start: bool = field(True, "Start from a uniform point in the ball.")
+
+
+@attrs.frozen
+class OptimConfig:
+    """[optim]: optimiser and learning-rate schedule."""
+
+    name: str = field("sgd", "'sgd' (with momentum) or 'adam'.", check=one_of("sgd", "adam"))
+    lr: float = field(0.1, "Base learning rate.", check=positive)
+    momentum: float = field(0.9, "SGD momentum.", check=in_range(0.0, 1.0))
+    nesterov: bool = field(False, "Nesterov momentum (SGD).")
+    betas: list[float] = field(lambda: [0.9, 0.999], "Adam betas.", factory=True,
+                               check=all_of(length(2), each(in_range(0.0, 0.999999))))
+    weight_decay: float = field(5e-4, "L2 weight decay.", check=non_negative)
+    warmup_steps: int = field(0, "Linear warm-up from 0 over this many iterations.", check=at_least(0))
+    decay_epochs: list[int] = field(list, "Epochs at which the lr is multiplied by decay_factor.",
+                                    factory=True, check=all_of(each(at_least(1)), increasing))
+    decay_factor: float = field(0.2, "Multiplicative lr decay at each of decay_epochs.",
+                                check=in_range(0.0, 1.0))
+
+
+@attrs.frozen
+class TrainConfig:
+    """[train]: length of training, batch sizes, logging and checkpoint cadence."""
+
+    epochs: int = field(10, "Epochs over the training set (one epoch: floor(n_train / batch_size) steps).",
+                        check=at_least(1))
+    batch_size: int = field(64, "Labelled batch size.", check=at_least(1))
+    max_steps: Optional[int] = field(None, "Stop after this many iterations in all (absent: no limit).",
+                                     check=lambda v: v is None or at_least(1)(v))
+    log_every: int = field(10, "Copy metrics to the event log every this many steps (the only host "
+                           "sync in the loop).", check=at_least(1))
+    ckpt_every: int = field(0, "Keep checkpoints/epoch_<n>.pt every this many epochs (0: only "
+                            "last.pt and best.pt).", check=at_least(0))
+    control_every: int = field(20, "Look for requests in control/ every this many steps.",
+                               check=at_least(1))
+
+
+@attrs.frozen
+class MonitorConfig:
+    """[monitor]: energy statistics written as `energy` events."""
+
+    every: int = field(50, "Write energy statistics every this many steps (0: off).", check=at_least(0))
+    bins: int = field(40, "Bins of the fixed-range energy histogram.", check=at_least(2))
+    energy_range: list[float] = field(lambda: [-30.0, 10.0], "Range [lo, hi] of the energy histogram.",
+                                      factory=True, check=all_of(length(2), increasing))
+
+
+@attrs.frozen
+class EvalConfig:
+    """[eval]: evaluation during training."""
+
+    every_epochs: int = field(1, "Clean accuracy on the validation (else test) split every this many "
+                              "epochs, and at the end (0: only at the end).", check=at_least(0))
+    n: int = field(0, "Points used by evaluation during training (0: the whole split).",
+                   check=at_least(0))
+    batch_size: int = field(256, "Batch size of evaluation.", check=at_least(1))
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """[runtime]: device and numerics."""
+
+    device: str = field("auto", "'auto' (cuda when present, else cpu), 'cpu', 'cuda' or 'cuda:N'.",
+                        check=_device_check)
+    amp: str = field("bf16", "Autocast of the network: 'bf16', 'fp16' (with a GradScaler) or 'off'.",
+                     check=one_of("bf16", "fp16", "off"))
+    compile: bool = field(False, "torch.compile the model.")
+    channels_last: bool = field(False, "Use channels_last memory format (faster convolutions on GPUs).")
+    threads: int = field(0, "torch CPU threads (0: torch's default).", check=at_least(0))
+    deterministic: bool = field(False, "Ask torch for deterministic algorithms (slower on GPUs).")
+
+
+@attrs.frozen
+class Recipe:
+    """A whole recipe: every section, each with its defaults."""
+
+    run: RunConfig = field(RunConfig, "Naming and seeding.", factory=True)
+    data: DataConfig = field(DataConfig, "Dataset and augmentation.", factory=True)
+    model: ModelConfig = field(ModelConfig, "The classifier.", factory=True)
+    method: MethodConfig = field(MethodConfig, "Objective and loss weights.", factory=True)
+    sampler: SamplerConfig = field(SamplerConfig, "Generative sampler and replay buffer.", factory=True)
+    adversary: AdversaryConfig = field(AdversaryConfig, "Attack used in training.", factory=True)
+    optim: OptimConfig = field(OptimConfig, "Optimiser and schedule.", factory=True)
+    train: TrainConfig = field(TrainConfig, "Length, batches, cadence.", factory=True)
+    monitor: MonitorConfig = field(MonitorConfig, "Energy statistics.", factory=True)
+    eval: EvalConfig = field(EvalConfig, "Evaluation during training.", factory=True)
+    runtime: RuntimeConfig = field(RuntimeConfig, "Device and numerics.", factory=True)
+
+
+SECTIONS = tuple(a.name for a in attrs.fields(Recipe))
