@@ -1,6 +1,6 @@
-"""Normalisation layers and the model's own input normalisation.
+"""Normalisation layers, the model's own input normalisation, and the shared model contract.
 
-Two things live here:
+Three things live here:
 
 * :func:`make_norm`, the factory behind ``ModelConfig.norm``. The JEM line trains without any
   normalisation (JEM, ``--norm None``) or with BatchNorm whose momentum is 0.9 in PyTorch's sense
@@ -11,6 +11,8 @@ Two things live here:
   network's input space, ``(x - mean) / std`` (mean = std = 0.5 gives the JEM line's [-1, 1]).
   Keeping it inside the model means attacks, samplers and evaluators all see a [0, 1] -> logits
   function, and ε budgets are always in standard pixel units.
+* :class:`Classifier`, the base class of every architecture, which fixes that contract:
+  ``forward(x) = forward_from_stem(stem(normalize(x)))`` on [0, 1] images, returning logits.
 """
 
 from __future__ import annotations
@@ -81,3 +83,63 @@ class InputNormalize(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.item():g}, std={self.std.item():g}"
+
+
+class Classifier(nn.Module):
+    """Base class of every model: [0, 1] images (N, C, H, W) -> logits (N, n_classes).
+
+    The forward pass is split so that JEM++'s PYLD sampler (ALGORITHMS.md §2.2, §11.3) can take
+    the gradient of ``f = logsumexp`` at the first-conv output ``h1 = conv1(x)``::
+
+        forward(x) == forward_from_stem(stem(normalize(x)))
+
+    Subclasses set ``stem`` (the first ``nn.Conv2d``, applied to the normalised input), ``head``
+    (the linear class head on ``feature_dim``-dimensional pooled features) and implement
+    :meth:`trunk` (stem output -> pooled penultimate features).
+    """
+
+    normalize: InputNormalize
+    stem: nn.Conv2d
+    head: nn.Linear
+    feature_dim: int
+    n_classes: int
+
+    def __init__(self, cfg: ModelConfig, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = int(n_classes)
+        self.normalize = InputNormalize(cfg.input_mean, cfg.input_std)
+
+    def trunk(self, h: torch.Tensor) -> torch.Tensor:
+        """Stem output (N, C1, H, W) -> pooled penultimate features (N, feature_dim)."""
+        raise NotImplementedError
+
+    def forward_from_stem(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_classes) from the stem output ``h = stem(normalize(x))``."""
+        return self.head(self.trunk(h))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features (N, feature_dim) of [0, 1] images `x`."""
+        return self.trunk(self.stem(self.normalize(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_classes) of [0, 1] images `x`; ``free_energy(logits)`` is JEM's f(x)."""
+        return self.forward_from_stem(self.stem(self.normalize(x)))
+
+
+def init_weights(model: nn.Module, leak: float) -> None:
+    """Initialise `model` in place: Kaiming-normal convs (fan_out, leaky_relu with slope `leak`)
+    with zero bias, unit/zero affine norms, zero bias on linear layers (weights keep PyTorch's
+    default). Deterministic given ``torch.manual_seed``.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=leak, mode="fan_out", nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

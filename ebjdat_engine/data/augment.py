@@ -1,0 +1,47 @@
+"""Batched training augmentations on the device: pad-crop, horizontal flip, Gaussian noise.
+
+Each function takes a float batch (B, C, H, W) and a `torch.Generator` on the batch's device,
+draws all its randomness from that generator in one call per kind (so the result is a pure
+function of the generator's seed), and uses tensor ops only: no per-image Python loop, no
+host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Reflect-pad every image by `padding` pixels, then crop a random H x W window per image.
+
+    The windows' top-left corners are uniform in [0, 2*padding] on each axis; the crop is one
+    advanced-indexing gather over the whole batch. `padding` 0 returns `x` unchanged.
+    """
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    if padding >= h or padding >= w:
+        raise ValueError(f"crop padding {padding} must be smaller than the image size {h}x{w} "
+                         f"(reflect padding)")
+    padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    offsets = torch.randint(0, 2 * padding + 1, (2, 1), generator=generator, device=x.device)
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (B, W)
+    batch_idx = torch.arange(b, device=x.device)[:, None, None, None]
+    chan_idx = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2 (one coin per image)."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def add_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Add i.i.d. Gaussian noise of standard deviation `std` (pixel units of [0, 1]), unclipped."""
+    if std <= 0:
+        return x
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + std * noise

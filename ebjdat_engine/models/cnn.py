@@ -1,0 +1,52 @@
+"""A small CNN for the 8x8 (scikit-learn digits) and 28x28 (Fashion-MNIST) datasets.
+
+Not from the papers: a cheap backbone so that the energy-based methods can be exercised on a CPU
+in seconds. Layout, with w = ``ModelConfig.width``::
+
+    stem conv3x3 (C -> 16w)          | norm, LeakyReLU
+    conv3x3 stride 2 (16w -> 32w)    | norm, LeakyReLU
+    conv3x3 (32w -> 32w)             | norm, LeakyReLU
+    conv3x3 stride 2 (32w -> 64w)    | norm, LeakyReLU
+    global average pool -> linear head (64w -> n_classes)
+
+About 33k parameters at w = 1 on 1-channel 10-class inputs. Global average pooling makes it work
+at any input size >= 1x1 (8x8 -> 2x2, 28x28 -> 7x7, 32x32 -> 8x8 before pooling).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..recipe.schema import ModelConfig
+from .normalize import Classifier, init_weights, norm_from_config
+
+
+def _conv(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding 1, with a bias (needed when norm is 'none')."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=True)
+
+
+class SmallCNN(Classifier):
+    """The small CNN of the module docstring, on [0, 1] images; ``stem`` is its first conv."""
+
+    def __init__(self, cfg: ModelConfig, in_channels: int, n_classes: int) -> None:
+        super().__init__(cfg, n_classes)
+        w = cfg.width
+        c1, c2, c3 = 16 * w, 32 * w, 64 * w
+        self.stem = _conv(in_channels, c1)
+        # Not in-place anywhere: with norm 'none' the first activation acts on the stem output.
+        self.body = nn.Sequential(
+            norm_from_config(cfg, c1), nn.LeakyReLU(cfg.leak),
+            _conv(c1, c2, stride=2), norm_from_config(cfg, c2), nn.LeakyReLU(cfg.leak),
+            _conv(c2, c2), norm_from_config(cfg, c2), nn.LeakyReLU(cfg.leak),
+            _conv(c2, c3, stride=2), norm_from_config(cfg, c3), nn.LeakyReLU(cfg.leak),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = c3
+        self.head = nn.Linear(c3, n_classes)
+        init_weights(self, cfg.leak)
+
+    def trunk(self, h: torch.Tensor) -> torch.Tensor:
+        """Stem output -> conv blocks -> global average pool, (N, 64w)."""
+        return self.pool(self.body(h)).flatten(1)

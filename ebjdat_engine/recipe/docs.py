@@ -1,0 +1,35 @@
+"""The recipe reference: the resolved recipe as TOML with every key's documentation as comments.
+
+Used by `ebjdat show --doc` and for the README's recipe reference; the text still loads back
+to the same recipe (comments are ignored by TOML).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import attrs
+import tomli_w
+
+from .load import to_dict
+from .schema import Recipe
+
+
+def documented_toml(recipe: Recipe | None = None) -> str:
+    recipe = recipe if recipe is not None else Recipe()
+    values = to_dict(recipe)
+    lines: list[str] = []
+    for section in attrs.fields(Recipe):
+        cls = section.type
+        summary = (cls.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]
+        lines.append(f"[{section.name}]  # {summary}")
+        for f in attrs.fields(cls):
+            doc = f.metadata.get("doc", "")
+            for chunk in textwrap.wrap(doc, width=94):
+                lines.append(f"# {chunk}")
+            if f.name in values[section.name]:
+                lines.append(tomli_w.dumps({f.name: values[section.name][f.name]}).strip())
+            else:
+                lines.append(f"# {f.name} = (unset)")
+        lines.append("")
+    return "\n".join(lines)

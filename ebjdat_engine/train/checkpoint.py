@@ -1,0 +1,69 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint is written to a temporary file in the same directory, fsynced, then renamed over
+the target, so a crash or a kill mid-write never leaves a truncated `last.pt`. It holds the
+model, optimizer, scheduler and grad-scaler states, the position (step, epoch), every RNG state,
+and a `method` slot for method state such as the replay buffer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states that training draws from (python, torch CPU, every CUDA device)."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    """random.setstate needs tuples; a round trip may have turned them into lists."""
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def save_atomic(obj: Any, path: Path) -> Path:
+    """torch.save to `path` through a temp file + fsync + rename (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)  # only our own temp file, never a checkpoint
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by `save_atomic` (weights_only: plain tensors and containers)."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)

@@ -1,0 +1,74 @@
+"""Stopping a job gracefully: signals and requests written into `run_dir/control/`.
+
+SIGINT / SIGTERM and a `control/stop` file all mean the same: finish the current step, write a
+checkpoint, end with status "stopped". A `control/checkpoint` file asks for a checkpoint now and
+`control/eval` for an evaluation now. Handled requests are moved to `control/handled/`, so a
+front end can see they were taken.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+REQUESTS = ("stop", "checkpoint", "eval")
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay with the caller
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
+
+
+def pending_requests(control_dir: Path) -> list[str]:
+    """Names of the requests waiting in control/ (cheap: one directory listing)."""
+    try:
+        return [p.name for p in control_dir.iterdir() if p.is_file() and p.name in REQUESTS]
+    except FileNotFoundError:
+        return []
+
+
+def mark_handled(control_dir: Path, name: str, step: int) -> None:
+    handled = control_dir / "handled"
+    handled.mkdir(exist_ok=True)
+    try:
+        (control_dir / name).rename(handled / f"{name}-step{step}-{int(time.time())}")
+    except FileNotFoundError:
+        pass
+
+
+def request(run_dir: Path, name: str) -> Path:
+    """Write a request for the job running in `run_dir` (used by front ends)."""
+    if name not in REQUESTS:
+        raise ValueError(f"unknown control request {name!r}; one of {REQUESTS}")
+    path = Path(run_dir) / "control" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{time.time()}\n")
+    return path

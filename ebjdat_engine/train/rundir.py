@@ -1,0 +1,115 @@
+"""The run directory, the one contract between the engine and every front end (DESIGN.md §3).
+
+```
+runs/<name>/
+  recipe.toml   meta.json   events.jsonl
+  checkpoints/  samples/    eval/    control/
+```
+Nothing here ever deletes or overwrites a run: a new run gets a fresh directory (a suffix is
+added when the name is taken), and only `--resume` writes into an existing one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SUBDIRS = ("checkpoints", "samples", "eval", "control")
+RECIPE_FILE = "recipe.toml"
+META_FILE = "meta.json"
+
+
+class RunDirError(Exception):
+    """A run directory cannot be used as asked; the message says what to do instead."""
+
+
+def default_name(recipe_path: str | Path | None) -> str:
+    stem = Path(recipe_path).stem if recipe_path else "run"
+    return f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RECIPE_FILE).exists() or (path / "events.jsonl").exists()
+
+
+def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None = None) -> Path:
+    """Make a new run directory. `explicit` (``--run-dir``) must be absent or empty; otherwise
+    `out_dir/name`, with ``-2``, ``-3``, ... appended when taken."""
+    if explicit is not None:
+        path = Path(explicit)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            hint = " (use --resume to continue it)" if path.is_dir() and is_run_dir(path) else ""
+            raise RunDirError(f"--run-dir {path}: exists and is not empty{hint}")
+        candidates = [path]
+    else:
+        base = Path(out_dir) / name
+        candidates = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=explicit is not None)
+        except FileExistsError:
+            continue
+        for sub in SUBDIRS:
+            (path / sub).mkdir(exist_ok=True)
+        return path
+    raise RunDirError(f"{Path(out_dir) / name}: too many runs with this name; set run.name")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def git_sha() -> str | None:
+    """The git commit of the ebjdat source tree, when it is a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def collect_meta(device: str) -> dict[str, Any]:
+    """Versions, device and host: what a reader needs to trust or reproduce the numbers."""
+    import torch
+
+    from .. import __version__
+
+    meta: dict[str, Any] = {
+        "ebjdat": __version__,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    return meta
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    write_text_atomic(run_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

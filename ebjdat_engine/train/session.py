@@ -1,0 +1,118 @@
+"""Setting up a run: recipe -> data, model, method -> run directory -> Trainer.fit.
+
+This is the one place that sees the whole recipe; each component is built from its own
+section. Order matters for "nothing lost, nothing half-made": everything that can fail on bad
+input (recipe, device, dataset, resume compatibility) is checked before a run directory is
+created or written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import attrs
+import torch
+
+from ..data import load_dataset
+from ..methods import build_method
+from ..models import build_model
+from ..recipe import Recipe, RecipeError, from_toml_text, resolve, to_dict, to_toml
+from ..recipe.load import apply_overrides, structure
+from . import control
+from .checkpoint import CHECKPOINT_DIR
+from .events import EventWriter, Listener
+from .loop import Trainer
+from .rundir import (
+    RECIPE_FILE,
+    RunDirError,
+    collect_meta,
+    create_run_dir,
+    default_name,
+    is_run_dir,
+    read_meta,
+    write_meta,
+    write_text_atomic,
+)
+from .runtime import configure, resolve_device, seed_everything
+
+#: Sections that must not change when a run is resumed (the checkpoint would not fit them).
+FROZEN_ON_RESUME = ("data", "model", "method")
+
+
+@attrs.frozen
+class RunResult:
+    status: str          # finished | stopped | crashed
+    run_dir: Path
+    exit_code: int
+
+
+def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[str]) -> Recipe:
+    """The recipe a resumed run continues with: the run's own recipe.toml (or RECIPE when
+    given) plus --set; sections that shape the checkpoint must be unchanged."""
+    if not is_run_dir(run_dir):
+        raise RunDirError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE})")
+    if not (run_dir / CHECKPOINT_DIR / "last.pt").exists():
+        raise RunDirError(f"--resume {run_dir}: no checkpoints/last.pt to continue from")
+    saved = from_toml_text((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    if recipe_path is not None:
+        recipe = resolve(recipe_path, overrides)
+    else:
+        recipe = structure(apply_overrides(to_dict(saved), overrides))
+    changed = [name for name in FROZEN_ON_RESUME if getattr(recipe, name) != getattr(saved, name)]
+    if recipe.run.seed != saved.run.seed:
+        changed.append("run.seed")
+    if changed:
+        raise RecipeError([f"$.{name}: cannot change on --resume (the checkpoint was trained with "
+                           f"the run's recipe.toml); start a new run instead" for name in changed])
+    return recipe
+
+
+def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path | None = None,
+        resume: str | Path | None = None, listeners: list[Listener] | None = None,
+        on_run_dir: Callable[[Path], None] | None = None) -> RunResult:
+    """Train `recipe` into a new run directory, or continue the run at `resume`."""
+    device = resolve_device(recipe.runtime)
+    configure(recipe.runtime)
+    seed_everything(recipe.run.seed)
+    splits = load_dataset(recipe.data, device, recipe.run.seed)
+    model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
+    if recipe.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    method = build_method(recipe.method)
+
+    if resume is not None:
+        path = Path(resume)
+        previous = path / RECIPE_FILE
+        shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
+    else:
+        path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
+    write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
+    meta = read_meta(path) if resume is not None else {}
+    now_meta = collect_meta(str(device))
+    if resume is not None and meta:
+        meta.setdefault("resumes", []).append(now_meta)
+    else:
+        meta = {**now_meta, "recipe_source": str(recipe_path) if recipe_path else None}
+    write_meta(path, meta)
+    if on_run_dir is not None:
+        on_run_dir(path)
+
+    events = EventWriter(path, listeners)
+    trainer = Trainer(recipe, splits, model, method, device, path, events)
+    resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
+    try:
+        with control.StopFlag() as stop:
+            status = trainer.fit(stop, resumed_from)
+        code = stop.exit_code() if status == "stopped" and stop.requested else (
+            1 if status == "stopped" else 0)
+        return RunResult(status, path, code)
+    except BaseException as e:  # record the crash, keep everything on disk, re-raise
+        trainer.emit("end", status="crashed", error=f"{type(e).__name__}: {e}",
+                     traceback=traceback.format_exc(limit=20))
+        raise
+    finally:
+        events.close()
