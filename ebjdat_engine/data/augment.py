@@ -25,7 +25,7 @@ def pad_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch
         raise ValueError(f"crop padding {padding} must be smaller than the image size {h}x{w} "
                          f"(reflect padding)")
     padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
-    offsets = torch.randint(0, 2 * padding + 1, (2, 1), generator=generator, device=x.device)
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=x.device)
     rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (B, W)
     batch_idx = torch.arange(b, device=x.device)[:, None, None, None]

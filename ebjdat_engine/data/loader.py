@@ -88,7 +88,7 @@ class DeviceLoader:
         y = self.split.labels[idx]
         if self.crop_padding or self.hflip or self.noise_std > 0:
             gen = self._aug_gen
-            gen.manual_seed(derive_seed(self.seed, _AUG_STREAM, epoch, 0))
+            gen.manual_seed(derive_seed(self.seed, _AUG_STREAM, epoch, index))
             x = pad_crop(x, self.crop_padding, gen)
             if self.hflip:
                 x = hflip(x, gen)

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny recipes on digits that train in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_RECIPE = """
+[run]
+seed = 3
+out_dir = "{out_dir}"
+
+[data]
+name = "digits"
+n_valid = 100
+crop_padding = 1
+hflip = false
+noise_std = 0.01
+
+[model]
+arch = "cnn"
+width = 1
+norm = "batch"
+
+[optim]
+name = "sgd"
+lr = 0.05
+warmup_steps = 5
+decay_epochs = [2]
+
+[train]
+epochs = 3
+batch_size = 32
+log_every = 5
+control_every = 1
+
+[monitor]
+every = 5
+
+[eval]
+every_epochs = 1
+
+[runtime]
+device = "cpu"
+amp = "off"
+threads = 1
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    """A recipe file for a few-second digits run writing under tmp_path/runs."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RECIPE.format(out_dir=(tmp_path / "runs").as_posix()))
+    return path
+
+
+def ebjdat(*args: str, cwd: Path | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run the real `ebjdat` console entry point in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ebjdat_tui.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
