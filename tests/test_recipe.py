@@ -180,3 +180,10 @@ def test_absent_optional_is_dropped_from_toml():
 def test_shipped_recipes_validate():
     for path in sorted((REPO / "recipes").rglob("*.toml")):
         resolve(path)
+
+
+def test_readme_recipe_reference_is_current():
+    from ebjdat_engine.recipe.docs import reference_markdown
+
+    readme = (REPO / "README.md").read_text()
+    assert reference_markdown() in readme, "regenerate with: python -m ebjdat_engine.recipe.docs"

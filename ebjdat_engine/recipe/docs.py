@@ -33,3 +33,29 @@ def documented_toml(recipe: Recipe | None = None) -> str:
                 lines.append(f"# {f.name} = (unset)")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if value is None:
+        return "(absent)"
+    return tomli_w.dumps({"v": value}).strip()[4:].replace("\n", " ").replace("  ", " ")
+
+
+def reference_markdown() -> str:
+    """The README's recipe reference: one table per section (key, default, meaning)."""
+    defaults = to_dict(Recipe())
+    out: list[str] = []
+    for section in attrs.fields(Recipe):
+        cls = section.type
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        out += [f"**{summary}**", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in attrs.fields(cls):
+            value = _toml_value(defaults[section.name].get(f.name))
+            doc = f.metadata.get("doc", "").replace("|", "\\|")
+            out.append(f"| `{f.name}` | `{value}` | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())
