@@ -159,3 +159,8 @@ def parse_budget(text: str) -> Fraction:
     if value < 0:
         raise CheckError(f"must be >= 0, got {text!r}")
     return value
+
+
+def is_section(t: Any) -> bool:
+    """True for a config class (a TOML table); Budget is an attrs class but a scalar value."""
+    return isinstance(t, type) and attrs.has(t) and t is not Budget

@@ -16,7 +16,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
-from .fields import Budget, CheckError, parse_budget, suggest
+from .fields import Budget, CheckError, is_section, parse_budget, suggest
 from .schema import Recipe
 
 if sys.version_info >= (3, 11):
@@ -95,7 +95,7 @@ def _attrs_hook_factory(cl: type):
     overrides = {}
     for a in attrs.fields(cl):
         check = a.metadata.get("check")
-        if check is not None and not attrs.has(a.type):
+        if check is not None and not is_section(a.type):
 
             def hook(value: Any, t: type, _check=check) -> Any:
                 structured = converter.structure(value, t)
@@ -121,7 +121,7 @@ converter.register_structure_hook(str, _strict_str)
 converter.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is list, _strict_list)
 converter.register_structure_hook(Budget, _budget)
 converter.register_unstructure_hook(Budget, lambda b: b.text)
-converter.register_structure_hook_factory(attrs.has, _attrs_hook_factory)
+converter.register_structure_hook_factory(is_section, _attrs_hook_factory)
 
 
 # --- error formatting ------------------------------------------------------------------------

@@ -31,9 +31,11 @@ from .fields import (
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 ARCHS = ("wrn", "cnn")
 NORMS = ("none", "batch", "group")
-#: Methods the engine trains today. The methods issue adds the JEM family, EB-JDAT and the
-#: adversarial-training baselines to this tuple as each lands.
-METHODS = ("standard",)
+#: Methods the engine trains (one module each in ebjdat_engine/methods/).
+METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", "dat")
+#: Generative bases EB-JDAT is grafted on (ALGORITHMS.md §4.4).
+BASES = ("jem", "jempp", "sadajem")
+POLICIES = ("warn", "stop", "rollback")
 PROFILES = ("standard", "reference")
 
 
@@ -73,6 +75,10 @@ class DataConfig:
     hflip: bool = field(False, "Random horizontal flips of training images.")
     noise_std: float = field(0.0, "Std of Gaussian noise added to training images, in pixel units of "
                              "[0, 1] (JEM's 0.03 in [-1, 1] units is 0.015 here).", check=non_negative)
+    px_augment: bool = field(False, "Apply crop_padding / hflip to the p(x) stream too (JEM++: yes; "
+                             "SADA-JEM's DA exclusion: no).")
+    px_noise_std: float = field(0.0, "Std of Gaussian noise on the p(x) stream, pixel units (the "
+                                "JEM line's 0.03 in [-1, 1] units is 0.015).", check=non_negative)
 
 
 @attrs.frozen
@@ -98,39 +104,74 @@ class ModelConfig:
 class MethodConfig:
     """[method]: the training objective and its loss weights."""
 
-    name: str = field("standard", "Training method.", check=one_of(*METHODS))
+    name: str = field("standard", "Training method: 'standard' (CE), 'pgd_at', 'trades', 'jem', 'jempp', "
+                      "'sadajem', 'ebjdat' or 'dat'.", check=one_of(*METHODS))
+    base: str = field("jempp", "EB-JDAT's generative base: 'jem' (SGLD, uniform buffer), 'jempp' (PYLD) "
+                      "or 'sadajem' (SGLD + SAM).", check=one_of(*BASES))
     profile: str = field("standard", "'standard': pixel-unit budgets, projection every step. "
                          "'reference': the released EB-JDAT code's units and behaviour, labelled "
                          "in every output.", check=one_of(*PROFILES))
     w_ce: float = field(1.0, "Weight of cross-entropy on clean labelled images.", check=non_negative)
+    w1: float = field(1.0, "Weight of the generative term h1: the p(x) contrastive-divergence loss "
+                      "(JEM family, EB-JDAT) or DAT's BCE.", check=non_negative)
+    w2: float = field(0.1, "EB-JDAT h2: weight of the clean-vs-adversarial energy contrast (reference "
+                      "scripts 0.1, paper 1.0).", check=non_negative)
+    w3: float = field(1.0, "Weight of cross-entropy on adversarial examples (EB-JDAT h3, PGD-AT, DAT).",
+                      check=non_negative)
+    trades_beta: float = field(6.0, "TRADES: weight of KL(p(x) || p(x_adv)).", check=non_negative)
+    l2_energy: float = field(0.0, "Energy L2 stabiliser lambda * (f(x)^2 + f(x_q)^2) (JEM issue #4, "
+                             "SADA-JEM's l2_coeff).", check=non_negative)
+    sam_rho: float = field(2.0, "SAM radius rho (SADA-JEM and EB-JDAT on it).", check=positive)
+    sam_adaptive: bool = field(True, "Adaptive SAM (SADA-JEM turns it on since rho >= 0.5).")
 
 
 @attrs.frozen
 class SamplerConfig:
-    """[sampler]: the generative sampler (SGLD / PYLD) and its replay buffer, for the JEM family."""
+    """[sampler]: the generative sampler and its replay buffer (the method picks the algorithm).
 
-    kind: str = field("sgld", "'sgld' or 'pyld' (JEM++).", check=one_of("sgld", "pyld"))
-    n_steps: int = field(10, "Sampler steps per iteration (PYLD: outer steps M).", check=at_least(1))
-    step_size: float = field(1.0, "SGLD step size on the gradient of f = logsumexp.", check=non_negative)
-    noise_std: float = field(0.0, "Std of the Gaussian noise added each step.", check=non_negative)
-    grad_clamp: float = field(1.0, "Per-pixel clamp of the gradient (0: off).", check=non_negative)
+    SGLD/PYLD step sizes, noise and clamps are in the units of the model's normalised input
+    (the JEM line's [-1, 1]), so the papers' numbers carry over unchanged; DAT's generative PGD
+    step is in pixel units of [0, 1].
+    """
+
+    n_steps: int = field(10, "Sampler steps per iteration: SGLD steps, PYLD outer steps M, or the "
+                         "maximum T of DAT's step curriculum.", check=at_least(1))
+    step_size: float = field(1.0, "SGLD step size on the gradient of f = logsumexp (DAT: L2 step in "
+                             "pixel units, 0.1).", check=non_negative)
+    noise_std: float = field(0.0, "Std of the Gaussian noise added each SGLD step (JEM: 0.01).",
+                             check=non_negative)
+    grad_clamp: float = field(1.0, "Per-pixel clamp of the SGLD gradient (0: off; JEM: off).",
+                              check=non_negative)
+    pyld_inner_steps: int = field(5, "PYLD inner steps N (JEM++).", check=at_least(1))
+    pyld_step: float = field(0.2, "PYLD inner step size eta (JEM++).", check=positive)
     buffer_size: int = field(10000, "Replay buffer size.", check=at_least(1))
     reinit_freq: float = field(0.05, "Probability that a chain restarts from the init distribution.",
                                check=probability)
-    buffer_init: str = field("uniform", "'uniform', 'class_gaussian' (JEM++) or 'data_noise'.",
+    buffer_init: str = field("uniform", "'uniform' (JEM), 'class_gaussian' (JEM++'s informative init, "
+                             "fitted on the train set) or 'data_noise' (train images plus noise).",
                              check=one_of("uniform", "class_gaussian", "data_noise"))
+    bn_mode: str = field("train", "BatchNorm mode while sampling: 'train' (the JEM line) or 'eval'.",
+                         check=one_of("train", "eval"))
+    auc_threshold: float = field(0.8, "DAT: raise T when the running AUC (real vs negatives) reaches this.",
+                                 check=probability)
+    auc_window: int = field(1000, "DAT: images in the running AUC before T may rise.", check=at_least(1))
 
 
 @attrs.frozen
 class AdversaryConfig:
     """[adversary]: the attack used inside training (PGD, TRADES, EB-JDAT ascent)."""
 
-    norm: str = field("linf", "Threat model: 'linf' or 'l2'.", check=one_of("linf", "l2"))
+    norm: str = field("linf", "Threat model: 'linf' or 'l2' (DAT: l2).", check=one_of("linf", "l2"))
     eps: Budget = field(Budget("8/255"), "Radius in pixel units of [0, 1] images, written with "
-                        "explicit units, e.g. \"8/255\".", check=_budget_check)
+                        "explicit units, e.g. \"8/255\" (profile 'reference' reads it in [-1, 1] units).",
+                        check=_budget_check)
     step_size: Budget = field(Budget("2/255"), "Step size, same units as eps.", check=_budget_check)
-    steps: int = field(5, "Attack steps K.", check=at_least(1))
-    random_start: bool = field(True, "Start from a uniform point in the ball.")
+    steps: int = field(5, "Attack steps K (EB-JDAT: 5; PGD-AT / TRADES: 10).", check=at_least(1))
+    random_start: bool = field(True, "Start from a random point in the ball (TRADES: x + 0.001 N(0, I)).")
+    objective: str = field("logit_cosine", "EB-JDAT ascent objective: 'logit_cosine' (l_y + D, the "
+                           "reference code) or 'ce_cosine' (CE + D).",
+                           check=one_of("logit_cosine", "ce_cosine"))
+    bn_mode: str = field("eval", "BatchNorm mode while attacking.", check=one_of("train", "eval"))
 
 
 @attrs.frozen
@@ -158,6 +199,8 @@ class TrainConfig:
     epochs: int = field(10, "Epochs over the training set (one epoch: floor(n_train / batch_size) steps).",
                         check=at_least(1))
     batch_size: int = field(64, "Labelled batch size.", check=at_least(1))
+    px_batch_size: int = field(0, "Batch size of the p(x) stream for generative terms (0: batch_size).",
+                               check=at_least(0))
     max_steps: Optional[int] = field(None, "Stop after this many iterations in all (absent: no limit).",
                                      check=lambda v: v is None or at_least(1)(v))
     log_every: int = field(10, "Copy metrics to the event log every this many steps (the only host "
@@ -169,13 +212,48 @@ class TrainConfig:
 
 
 @attrs.frozen
+class CollapseConfig:
+    """[monitor.collapse]: detectors of a diverging EBM and what to do when one fires.
+
+    Each detector's flag is computed on the device every step and read every `check_every`
+    steps; a policy is 'warn' (an alarm event), 'stop' (checkpoint, end status "collapsed") or
+    'rollback' (restore the last healthy checkpoint, optionally lower the lr and re-initialise
+    the replay buffer, at most `max_rollbacks` times, then stop).
+    """
+
+    check_every: int = field(10, "Steps between reads of the detectors' device flags.", check=at_least(1))
+    nonfinite: str = field("rollback", "Policy for a non-finite loss or energy.", check=one_of(*POLICIES))
+    energy_limit: float = field(1e4, "Alarm when a population's mean |E| exceeds this.", check=positive)
+    energy: str = field("rollback", "Policy for the energy-magnitude detector.", check=one_of(*POLICIES))
+    loss_limit: float = field(1e5, "Alarm when |generative loss| exceeds this (the reference code's "
+                              "divergence guard).", check=positive)
+    loss: str = field("rollback", "Policy for the loss-magnitude detector.", check=one_of(*POLICIES))
+    gap_limit: float = field(1e3, "Alarm when |mean E(clean) - mean E(generated)| exceeds this.",
+                             check=positive)
+    gap: str = field("warn", "Policy for the generated-gap detector.", check=one_of(*POLICIES))
+    saturation_limit: float = field(0.9, "Alarm when this fraction of generated pixels sits at the clip "
+                                    "bounds.", check=probability)
+    saturation: str = field("warn", "Policy for the saturation detector.", check=one_of(*POLICIES))
+    chance_margin: float = field(0.02, "Alarm when the window's training accuracy is below chance + "
+                                 "this margin ...", check=probability)
+    chance_after: int = field(200, "... once this many steps are done.", check=at_least(0))
+    chance: str = field("warn", "Policy for the accuracy-at-chance detector.", check=one_of(*POLICIES))
+    max_rollbacks: int = field(3, "Rollbacks allowed before a rollback policy stops the run.",
+                               check=at_least(0))
+    rollback_lr_factor: float = field(0.5, "Multiply the lr by this at each rollback.",
+                                      check=in_range(0.0, 1.0))
+    rollback_reinit_buffer: bool = field(True, "Re-initialise the replay buffer at each rollback.")
+
+
+@attrs.frozen
 class MonitorConfig:
-    """[monitor]: energy statistics written as `energy` events."""
+    """[monitor]: energy statistics written as `energy` events, and collapse detection."""
 
     every: int = field(50, "Write energy statistics every this many steps (0: off).", check=at_least(0))
     bins: int = field(40, "Bins of the fixed-range energy histogram.", check=at_least(2))
     energy_range: list[float] = field(lambda: [-30.0, 10.0], "Range [lo, hi] of the energy histogram.",
                                       factory=True, check=all_of(length(2), increasing))
+    collapse: CollapseConfig = field(CollapseConfig, "Collapse detectors and policies.", factory=True)
 
 
 @attrs.frozen
