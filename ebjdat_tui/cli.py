@@ -108,6 +108,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     try:
         result = run_training(resolved, str(recipe) if recipe else None, run_dir=run_dir,
                               resume=resume, listeners=[progress])
+    except RecipeError as e:
+        progress.close()
+        _fail_recipe(e.errors, str(recipe) if recipe else None)
     except (DataError, RunDirError, RuntimeError_) as e:
         progress.close()
         _err(f"ebjdat run: {e}")
@@ -121,6 +124,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     typer.echo(f"  events: {result.run_dir / 'events.jsonl'}   checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
     if result.status == "stopped":
         typer.echo(f"  continue with: ebjdat run --resume {result.run_dir}")
+    if result.status == "collapsed":
+        typer.echo(f"  collapsed (see the alarm events); last healthy state: {result.run_dir / 'checkpoints' / 'last.pt'}")
     raise typer.Exit(result.exit_code)
 
 

@@ -1,58 +1,116 @@
-"""What every training method gives the loop: named loss terms, their weights, diagnostics.
+"""What every training method gives the loop: samples, named loss terms, their weights.
 
-The loop sums ``weights[name] * terms[name]`` and backpropagates; it never needs to know which
-method it runs. Methods keep their own state (a replay buffer, a curriculum) and expose it via
-``state_dict`` so that checkpoints hold it.
+One iteration (ALGORITHMS.md §11.2) is, for every method:
+
+    samples = method.draw(model, batch)        # negatives x_q, adversarial x̃ (no parameter grads)
+    out     = method.terms(model, batch, samples)
+    loss    = sum(weights[name] * out.terms[name])
+
+and, for SAM-based methods, `terms` again at the perturbed weights with the same samples
+(`second_pass=True`). The loop never needs to know which method it runs. Methods keep their
+own state (a replay buffer, a curriculum) and expose it via `state_dict` for checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from typing import Any, Callable
 
 import attrs
 import torch
 from torch import nn
 
+from ..models import energy, free_energy
+
 
 @attrs.frozen
 class Batch:
-    """One iteration's data: a labelled batch of [0, 1] images."""
+    """One iteration's data: a labelled batch (x, y) and, for generative methods, the p(x)
+    stream's batch `x_px` (all [0, 1] images)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    x_px: torch.Tensor | None = None
 
 
 @attrs.frozen
 class StepOutput:
     """A method's answer for one iteration.
 
-    terms:    unweighted scalar loss terms, by name (e.g. ``ce``, ``px``, ``h2``);
-    stats:    detached scalar diagnostics (e.g. ``acc``), averaged over the logging window;
-    energies: detached per-sample energies E(x) = -logsumexp l(x) by population
-              (``clean``, ``adversarial``, ``generated``) for the energy monitor.
+    terms:     unweighted scalar loss terms, by name (e.g. ``ce``, ``px``, ``h2``, ``ce_adv``);
+    stats:     detached scalar diagnostics (e.g. ``acc``), averaged over the logging window;
+    energies:  detached per-sample energies E(x) = -logsumexp l(x) by population
+               (``clean``, ``adversarial``, ``generated``) for the energy monitor;
+    generative_loss: the generative term alone (for the divergence guard), if any.
     """
 
     terms: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor] = attrs.field(factory=dict)
     energies: dict[str, torch.Tensor] = attrs.field(factory=dict)
+    generative_loss: torch.Tensor | None = None
 
 
-class Method(Protocol):
-    name: str
+@attrs.frozen
+class MethodContext:
+    """What a method may know besides its own config sections: numerics and data facts."""
+
+    device: torch.device
+    n_classes: int
+    image_shape: tuple[int, int, int]
+    input_std: float                      # the model's input normalisation (sampler units)
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    train_images: torch.Tensor | None = None   # uint8, for buffer inits fitted on data
+    train_labels: torch.Tensor | None = None
+
+
+class Method:
+    """Base class: stateless, no samples, no SAM. Subclasses override what they need."""
+
+    name = "method"
+    #: energy populations this method reports (subset of clean, adversarial, generated)
+    populations: tuple[str, ...] = ("clean",)
+    needs_px = False      # draws a p(x) batch each iteration
+    uses_sam = False      # two passes with SAM
+    labels: dict[str, str] = {}
+
     weights: dict[str, float]
 
-    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput: ...
+    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Samples for this iteration (no parameter gradients); none by default."""
+        return {}
 
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Stateless:
-    """Mixin for methods with no state of their own."""
+    def terms(self, model: nn.Module, batch: Batch, samples: dict[str, torch.Tensor],
+              second_pass: bool = False) -> StepOutput:
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def on_rollback(self) -> None:
+        """Called after a collapse rollback (e.g. re-initialise the replay buffer)."""
+
+    def host_check(self) -> dict[str, Any]:
+        """Called at logging time (a host sync is allowed here); returns extra metrics."""
+        return {}
+
+
+def clean_forward(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits on the labelled batch, its CE and accuracy (CE in fp32 whatever autocast did)."""
+    logits = model(batch.x)
+    ce = nn.functional.cross_entropy(logits.float(), batch.y)
+    acc = (logits.detach().argmax(1) == batch.y).float().mean()
+    return logits, ce, acc
+
+
+def mean_f(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean f(x), per-sample f(x)) with f = logsumexp of the logits (JEM's negative energy)."""
+    f = free_energy(model(x))
+    return f.mean(), f
+
+
+def energies_of(logits: torch.Tensor) -> torch.Tensor:
+    """Detached per-sample energies E(x) = -logsumexp l(x) for the energy monitor."""
+    return energy(logits.detach())

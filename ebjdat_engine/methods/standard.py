@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
-from ..models import energy
 from ..recipe import MethodConfig
-from .base import Batch, Stateless, StepOutput
+from .base import Batch, Method, StepOutput, clean_forward, energies_of
 
 
-class Standard(Stateless):
+class Standard(Method):
     """L = w_ce · CE(l(x), y)."""
 
     name = "standard"
@@ -18,9 +16,6 @@ class Standard(Stateless):
     def __init__(self, cfg: MethodConfig):
         self.weights = {"ce": cfg.w_ce}
 
-    def __call__(self, model: nn.Module, batch: Batch) -> StepOutput:
-        logits = model(batch.x)
-        ce = F.cross_entropy(logits.float(), batch.y)
-        acc = (logits.detach().argmax(1) == batch.y).float().mean()
-        return StepOutput(terms={"ce": ce}, stats={"acc": acc},
-                          energies={"clean": energy(logits.detach())})
+    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+        logits, ce, acc = clean_forward(model, batch)
+        return StepOutput(terms={"ce": ce}, stats={"acc": acc}, energies={"clean": energies_of(logits)})

@@ -19,15 +19,19 @@ from torch import nn
 from ..data import DataSplits, DeviceLoader
 from ..eval.clean import clean_accuracy
 from ..methods import Batch, Method
+from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
 from ..monitor.energy import EnergyMonitor
 from ..recipe import Recipe, to_toml
 from . import control
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rng_state, save_atomic, set_rng_state
 from .events import EventWriter
-from .optim import build_optimizer, build_schedule
+from .optim import build_optimizer, build_schedule, lr_factor
 from .runtime import autocast, grad_scaler
+from .sam import bn_stats_frozen
 
 CHECKPOINT_FORMAT = 1
+#: the p(x) stream shuffles independently of the labelled stream
+PX_STREAM_SEED_OFFSET = 7919
 
 
 class Trainer:
@@ -47,14 +51,29 @@ class Trainer:
         self.loader = DeviceLoader(splits.train, train.batch_size, seed=recipe.run.seed,
                                    crop_padding=recipe.data.crop_padding, hflip=recipe.data.hflip,
                                    noise_std=recipe.data.noise_std)
+        self.px_loader = None
+        if method.needs_px:
+            data = recipe.data
+            self.px_loader = DeviceLoader(
+                splits.train, train.px_batch_size or train.batch_size,
+                seed=recipe.run.seed + PX_STREAM_SEED_OFFSET,
+                crop_padding=data.crop_padding if data.px_augment else 0,
+                hflip=data.hflip and data.px_augment, noise_std=data.px_noise_std)
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = train.epochs * self.steps_per_epoch
         if train.max_steps is not None:
             self.total_steps = min(self.total_steps, train.max_steps)
-        self.optimizer = build_optimizer(recipe.optim, model.parameters())
-        self.schedule = build_schedule(recipe.optim, self.optimizer, self.steps_per_epoch)
+        sam = (recipe.method.sam_rho, recipe.method.sam_adaptive) if method.uses_sam else None
+        self.optimizer = build_optimizer(recipe.optim, model.parameters(), sam=sam)
+        # SAM shares its base optimizer's param_groups; the schedule watches the base's steps
+        base_optimizer = getattr(self.optimizer, "base_optimizer", self.optimizer)
+        self.schedule = build_schedule(recipe.optim, base_optimizer, self.steps_per_epoch)
         self.scaler = grad_scaler(recipe.runtime, device)
         self.monitor = EnergyMonitor(recipe.monitor, device)
+        self.collapse = CollapseMonitor(recipe.monitor.collapse, splits.n_classes, device)
+        self.rollbacks = RollbackBudget(recipe.monitor.collapse.max_rollbacks)
+        self.lr_scale = 1.0
+        self.collapse_epoch: float | None = None
         self.step = 0
         self.best: dict[str, Any] = {}
         self._window: dict[str, torch.Tensor] = {}
@@ -66,18 +85,47 @@ class Trainer:
     # --- the iteration --------------------------------------------------------------------
 
     def train_step(self, batch: Batch) -> None:
-        """One iteration: named loss terms -> weighted sum -> backward -> optimizer step."""
+        """One iteration (ALGORITHMS.md §11.2): samples -> named loss terms -> weighted sum ->
+        backward -> optimizer step (SAM: a second pass at w + e(w) with the same samples)."""
+        model, ctx = self.forward_model, autocast(self.recipe.runtime, self.device)
         self.model.train()
-        with autocast(self.recipe.runtime, self.device):
-            out = self.method(self.forward_model, batch)
-        loss = sum(self.method.weights[name] * term for name, term in out.terms.items())
+        samples = self.method.draw(model, batch)            # x_q (p(x) sampler), x̃ (inner max)
+        with ctx:
+            out = self.method.terms(model, batch, samples)
+        loss = self.weighted(out.terms)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.method.uses_sam:
+            self.optimizer.first_step()                      # w -> w + e(w)
+            self.optimizer.zero_grad(set_to_none=True)
+            with bn_stats_frozen(self.model), autocast(self.recipe.runtime, self.device):
+                again = self.method.terms(model, batch, samples, second_pass=True)
+            self.weighted(again.terms).backward()
+            self.optimizer.second_step()                     # restore w, base step
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.schedule.step()
-        self._accumulate(loss.detach(), out.terms, out.stats)  # device-side, no sync
+        # bookkeeping: device-side only, no host sync
+        self._accumulate(loss.detach(), out.terms, out.stats)
         self.monitor.update(out.energies)
+        self.collapse.update(step=self.step + 1, generative_loss=out.generative_loss,
+                             loss=loss.detach(), energies=out.energies,
+                             generated=samples.get("x_q", samples.get("x_neg")), acc=out.stats.get("acc"))
+
+    def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ weight · term over the terms with a non-zero weight (0 · NaN would still be NaN)."""
+        weights = self.method.weights
+        return sum(weights[name] * term for name, term in terms.items() if weights.get(name, 0.0) != 0.0)
+
+    def next_batch(self) -> Batch:
+        epoch, index = divmod(self.step, self.steps_per_epoch)
+        x, y = self.loader.batch(epoch, index)
+        x_px = None
+        if self.px_loader is not None:
+            px_epoch, px_index = divmod(self.step, self.px_loader.steps_per_epoch)
+            x_px, _ = self.px_loader.batch(px_epoch, px_index)
+        return Batch(x, y, x_px)
 
     def _accumulate(self, loss: torch.Tensor, terms: dict[str, torch.Tensor],
                     stats: dict[str, torch.Tensor]) -> None:
@@ -98,32 +146,93 @@ class Trainer:
         return self.events.emit(type, self.step, self.epoch, **fields)
 
     def fit(self, stop: control.StopFlag, resumed_from: int | None = None) -> str:
-        """Train until the end, a stop request or an exception; returns the end status."""
+        """Train until the end, a stop request, a collapse or an exception; returns the status."""
         train = self.recipe.train
         self.emit("start", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                   epochs=self.recipe.train.epochs, batch_size=train.batch_size,
                   method=self.method.name, profile=self.recipe.method.profile,
-                  device=str(self.device), n_train=len(self.splits.train),
+                  populations=list(self.method.populations), labels=dict(self.method.labels),
+                  weights=dict(self.method.weights), device=str(self.device),
+                  n_train=len(self.splits.train),
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
                   n_test=len(self.splits.test), resumed_from=resumed_from,
                   run_dir=str(self.run_dir))
+        if resumed_from is None:
+            self.save_checkpoint("last")  # a healthy state to roll back to from the first step
         self._clock = (time.perf_counter(), self.step)
         while self.step < self.total_steps:
-            epoch, index = divmod(self.step, self.steps_per_epoch)
-            x, y = self.loader.batch(epoch, index)
-            self.train_step(Batch(x, y))
+            self.train_step(self.next_batch())
             self.step += 1
+            epoch_end = self.step % self.steps_per_epoch == 0
             if self.step % train.log_every == 0 or self.step == self.total_steps:
                 self.log_metrics()
             if self.monitor.due(self.step):
                 self.log_energy()
-            if self.step % self.steps_per_epoch == 0:
+            # checked before every checkpoint, so that last.pt is always a healthy state
+            if self.collapse.due(self.step) or epoch_end or self.step == self.total_steps:
+                action = self.check_collapse()
+                if action == "stop":
+                    return self.collapsed()
+                if action == "rollback":
+                    continue
+            if epoch_end:
                 self.end_of_epoch()
             if stop.requested:
                 return self.stop("signal")
             if self.step % train.control_every == 0 and self.handle_control():
                 return self.stop("control/stop")
         return self.finish()
+
+    # --- collapse ---------------------------------------------------------------------------
+
+    def check_collapse(self) -> str:
+        """Read the detectors (one host sync) and act: 'none', 'warn', 'stop' or 'rollback'."""
+        alarms = self.collapse.check(self.step)
+        if not alarms:
+            return "none"
+        action = decide(alarms)
+        if action == "rollback" and not self.rollbacks.take():
+            action = "stop"
+        if action in ("stop", "rollback") and self.collapse_epoch is None:
+            self.collapse_epoch = self.epoch
+        fired_step, fired_epoch = self.step, self.epoch
+        restored = self.rollback() if action == "rollback" else None
+        for alarm in alarms:  # stamped with the step at which the detectors fired
+            self.events.emit("alarm", fired_step, fired_epoch, detector=alarm.detector,
+                             policy=alarm.policy, message=alarm.message, values=alarm.values,
+                             action=action if alarm.policy != "warn" else "warn",
+                             restored_step=restored, rollbacks_used=self.rollbacks.used,
+                             collapse_epoch=self.collapse_epoch)
+        return action
+
+    def rollback(self) -> int:
+        """Restore last.pt (healthy by construction), lower the lr, maybe re-initialise the buffer."""
+        cfg = self.recipe.monitor.collapse
+        self.restore(self.run_dir / CHECKPOINT_DIR / "last.pt", for_rollback=True)
+        self.lr_scale *= cfg.rollback_lr_factor
+        self._apply_lr_scale()
+        if cfg.rollback_reinit_buffer:
+            self.method.on_rollback()
+        self.collapse.reset()
+        self.monitor.flush()
+        self._window.clear()
+        self._window_steps = 0
+        self._clock = (time.perf_counter(), self.step)
+        return self.step
+
+    def _apply_lr_scale(self) -> None:
+        base = [self.recipe.optim.lr * self.lr_scale for _ in self.schedule.base_lrs]
+        self.schedule.base_lrs = base
+        factor = lr_factor(self.recipe.optim, max(self.step - 1, 0), self.steps_per_epoch)
+        for group, lr in zip(self.optimizer.param_groups, base):
+            group["lr"] = lr * factor
+
+    def collapsed(self) -> str:
+        self.log_metrics()
+        self.save_checkpoint("collapsed")  # for forensics; last.pt stays the healthy state
+        self.emit("end", status="collapsed", collapse_epoch=self.collapse_epoch,
+                  reason="a collapse detector fired with policy 'stop' (or no rollbacks left)")
+        return "collapsed"
 
     def log_metrics(self) -> None:
         """Copy the window's metrics to the host (the loop's one regular sync) and emit them."""
@@ -149,6 +258,7 @@ class Trainer:
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics["images_per_s"] = images / (now - t0) if now > t0 else None
         metrics["window_steps"] = self._window_steps
+        metrics.update(self.method.host_check())
         self.emit("metrics", **metrics)
         self._window.clear()
         self._window_steps = 0
@@ -204,6 +314,8 @@ class Trainer:
         return stop_asked
 
     def stop(self, reason: str) -> str:
+        if self.check_collapse() in ("stop", "rollback"):
+            return self.collapsed()
         self.log_metrics()
         self.save_checkpoint("last")
         self.emit("end", status="stopped", reason=reason)
@@ -237,6 +349,9 @@ class Trainer:
             "method": self.method.state_dict(),
             "rng": rng_state(),
             "best": dict(self.best),
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks.state_dict(),
+            "collapse_epoch": self.collapse_epoch,
             "recipe": to_toml(self.recipe),
             "image_shape": list(self.splits.image_shape),
             "n_classes": self.splits.n_classes,
@@ -247,8 +362,10 @@ class Trainer:
         self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
         return path
 
-    def restore(self, path: Path) -> int:
-        """Continue from a checkpoint: every state, the RNGs last (building consumed them)."""
+    def restore(self, path: Path, for_rollback: bool = False) -> int:
+        """Continue from a checkpoint: every state, the RNGs last (building consumed them).
+        A rollback keeps its own bookkeeping (lr scale, rollbacks used, collapse epoch) and the
+        current RNG stream, so the retry does not replay the same noise."""
         ckpt = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -257,5 +374,9 @@ class Trainer:
         self.method.load_state_dict(ckpt["method"])
         self.best = dict(ckpt.get("best", {}))
         self.step = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
+        if not for_rollback:
+            self.lr_scale = float(ckpt.get("lr_scale", 1.0))
+            self.rollbacks.load_state_dict(ckpt.get("rollbacks", {}))
+            self.collapse_epoch = ckpt.get("collapse_epoch")
+            set_rng_state(ckpt["rng"])
         return self.step

@@ -9,11 +9,21 @@ import torch
 from ..recipe import OptimConfig
 
 
-def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter],
+                    sam: tuple[float, bool] | None = None) -> torch.optim.Optimizer:
+    """SGD or Adam from `[optim]`; wrapped in SAM (rho, adaptive) when the method asks for it."""
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        base, kwargs = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                             weight_decay=cfg.weight_decay)
+    else:
+        base, kwargs = torch.optim.Adam, dict(lr=cfg.lr, betas=tuple(cfg.betas),
+                                              weight_decay=cfg.weight_decay)
+    if sam is not None:
+        from .sam import SAM
+
+        rho, adaptive = sam
+        return SAM(params, base, rho=rho, adaptive=adaptive, **kwargs)
+    return base(params, **kwargs)
 
 
 def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int) -> float:

@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from ..data import load_dataset
-from ..methods import build_method
+from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..recipe import Recipe, RecipeError, from_toml_text, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
@@ -37,7 +37,10 @@ from .rundir import (
     write_meta,
     write_text_atomic,
 )
-from .runtime import configure, resolve_device, seed_everything
+from .runtime import autocast, configure, resolve_device, seed_everything
+
+#: exit code of a run that ended because a collapse detector stopped it
+EXIT_COLLAPSED = 3
 
 #: Sections that must not change when a run is resumed (the checkpoint would not fit them).
 FROZEN_ON_RESUME = ("data", "model", "method")
@@ -82,7 +85,12 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
     model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
     if recipe.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = build_method(recipe.method)
+    method = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
+        device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
+        input_std=recipe.model.input_std, autocast=lambda: autocast(recipe.runtime, device),
+        train_images=splits.train.images, train_labels=splits.train.labels))
+    if method.uses_sam and recipe.runtime.amp == "fp16":
+        raise RecipeError(["$.runtime.amp: fp16 with SAM (sadajem) is not supported; use \"bf16\" or \"off\""])
 
     if resume is not None:
         path = Path(resume)
@@ -107,8 +115,10 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
     try:
         with control.StopFlag() as stop:
             status = trainer.fit(stop, resumed_from)
-        code = stop.exit_code() if status == "stopped" and stop.requested else (
-            1 if status == "stopped" else 0)
+        if status == "stopped":
+            code = stop.exit_code() if stop.requested else 1
+        else:
+            code = EXIT_COLLAPSED if status == "collapsed" else 0
         return RunResult(status, path, code)
     except BaseException as e:  # record the crash, keep everything on disk, re-raise
         trainer.emit("end", status="crashed", error=f"{type(e).__name__}: {e}",

@@ -1,0 +1,81 @@
+"""Adversarial-training baselines: PGD-AT (Madry et al.) and TRADES (Zhang et al.).
+
+    PGD-AT:  L = w_ce · CE(l(x), y) + w3 · CE(l(x̃), y),       x̃ = PGD on CE within ε
+    TRADES:  L = w_ce · CE(l(x), y) + β · KL(p(·|x) ‖ p(·|x̃)),  x̃ = PGD on that KL
+
+Madry's PGD-AT is w_ce = 0, w3 = 1 (recipes/baselines/pgd_at.toml). Attacks run with the
+parameters frozen and BatchNorm in `adversary.bn_mode`; budgets are in pixel units.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..recipe import AdversaryConfig, MethodConfig
+from ..samplers import bn_mode, frozen_params, pgd, trades_attack
+from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
+from .budgets import pixel_budget
+
+
+class _Adversarial(Method):
+    populations = ("clean", "adversarial")
+
+    def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
+        self.adversary = adversary
+        self.ctx = ctx
+        self.budget = pixel_budget(adversary, "standard")
+        self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe()}
+
+
+class PGDAT(_Adversarial):
+    name = "pgd_at"
+
+    def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
+        super().__init__(cfg, adversary, ctx)
+        self.weights = {"ce": cfg.w_ce, "ce_adv": cfg.w3}
+
+    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        a = self.adversary
+        with bn_mode(model, a.bn_mode), frozen_params(model):
+            x_adv = pgd(model, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
+                        step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
+                        autocast=self.ctx.autocast)
+        return {"x_adv": x_adv}
+
+    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+        logits, ce, acc = clean_forward(model, batch)
+        logits_adv = model(samples["x_adv"]).float()
+        ce_adv = F.cross_entropy(logits_adv, batch.y)
+        acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
+        return StepOutput(terms={"ce": ce, "ce_adv": ce_adv}, stats={"acc": acc, "acc_adv": acc_adv},
+                          energies={"clean": energies_of(logits), "adversarial": energies_of(logits_adv)})
+
+
+class TRADES(_Adversarial):
+    name = "trades"
+
+    def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
+        super().__init__(cfg, adversary, ctx)
+        if adversary.norm != "linf":
+            from ..recipe import RecipeError
+
+            raise RecipeError(["$.adversary.norm: TRADES is implemented for 'linf' only"])
+        self.weights = {"ce": cfg.w_ce, "kl": cfg.trades_beta}
+
+    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        a = self.adversary
+        with bn_mode(model, a.bn_mode), frozen_params(model):
+            x_adv = trades_attack(model, batch.x, eps=self.budget.eps, step_size=self.budget.step_size,
+                                  steps=a.steps, autocast=self.ctx.autocast)
+        return {"x_adv": x_adv}
+
+    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+        logits, ce, acc = clean_forward(model, batch)
+        logits_adv = model(samples["x_adv"]).float()
+        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits.float(), dim=1),
+                      reduction="batchmean")
+        acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
+        return StepOutput(terms={"ce": ce, "kl": kl}, stats={"acc": acc, "acc_adv": acc_adv},
+                          energies={"clean": energies_of(logits), "adversarial": energies_of(logits_adv)})

@@ -1,0 +1,81 @@
+"""Dual Adversarial Training, DAT (Yin et al. 2025; ALGORITHMS.md §7).
+
+    L = w1 · BCE([f(x); f(x_neg)], [1; 0]) + w3 · CE(l(x̃), y) + w_ce · CE(l(x), y)
+
+f = logsumexp l. Negatives x_neg: T steps of L2-normalised ascent on l_y from noise seeds
+(DAT seeds from out-of-distribution images; no such set ships offline, so uniform noise), T
+raised by the AUC curriculum. x̃: PGD on CE with the recipe's adversary (DAT: L2, ε 0.5, step
+0.1, 10 steps, no random start). DAT itself has no clean CE: its recipe sets w_ce = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig
+from ..samplers import AucCurriculum, bn_mode, frozen_params, generative_pgd, pgd
+from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
+from .budgets import pixel_budget
+
+
+class DAT(Method):
+    name = "dat"
+    populations = ("clean", "adversarial", "generated")
+
+    def __init__(self, cfg: MethodConfig, sampler: SamplerConfig, adversary: AdversaryConfig,
+                 ctx: MethodContext):
+        self.sampler_cfg = sampler
+        self.adversary = adversary
+        self.ctx = ctx
+        self.budget = pixel_budget(adversary, "standard")
+        self.curriculum = AucCurriculum(sampler.n_steps, sampler.auc_threshold, sampler.auc_window,
+                                        ctx.device)
+        self.weights = {"bce": cfg.w1, "ce_adv": cfg.w3, "ce": cfg.w_ce}
+        self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe(),
+                       "negatives": "uniform-noise seeds, L2 ascent on l_y"}
+
+    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        a = self.adversary
+        with bn_mode(model, "eval"), frozen_params(model):
+            seeds = torch.rand_like(batch.x)
+            x_neg = generative_pgd(model, seeds, batch.y, steps=self.curriculum.steps,
+                                   step_size=self.sampler_cfg.step_size, autocast=self.ctx.autocast)
+        with bn_mode(model, a.bn_mode), frozen_params(model):
+            x_adv = pgd(model, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
+                        step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
+                        autocast=self.ctx.autocast)
+        return {"x_neg": x_neg, "x_adv": x_adv}
+
+    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+        logits, ce, acc = clean_forward(model, batch)
+        f_real = torch.logsumexp(logits.float(), dim=1)
+        f_neg = torch.logsumexp(model(samples["x_neg"]).float(), dim=1)
+        scores = torch.cat([f_real, f_neg])
+        targets = torch.cat([torch.ones_like(f_real), torch.zeros_like(f_neg)])
+        bce = F.binary_cross_entropy_with_logits(scores, targets)
+        logits_adv = model(samples["x_adv"]).float()
+        ce_adv = F.cross_entropy(logits_adv, batch.y)
+        acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
+        if not second_pass:
+            self.curriculum.update(f_real.detach(), f_neg.detach())
+        return StepOutput(
+            terms={"bce": bce, "ce_adv": ce_adv, "ce": ce},
+            stats={"acc": acc, "acc_adv": acc_adv},
+            energies={"clean": -f_real.detach(), "adversarial": energies_of(logits_adv),
+                      "generated": -f_neg.detach()},
+            generative_loss=bce.detach(),
+        )
+
+    def host_check(self) -> dict[str, Any]:
+        self.curriculum.advance()
+        return {"dat_T": self.curriculum.steps}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curriculum.load_state_dict(state["curriculum"])

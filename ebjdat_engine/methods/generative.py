@@ -1,0 +1,57 @@
+"""The p(x) sampler of the JEM family: replay buffer + SGLD (JEM, SADA-JEM) or PYLD (JEM++).
+
+Chains start from the replay buffer (a fraction `reinit_freq` from the init distribution), run
+`n_steps` steps with the parameters frozen and BatchNorm in `sampler.bn_mode`, and are written
+back to the buffer. Samples stay fp32 in pixel units of [0, 1]; step sizes are in the model's
+normalised-input units (ALGORITHMS.md §0), converted with `input_std`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..recipe import SamplerConfig
+from ..samplers import ReplayBuffer, bn_mode, frozen_params, pyld, sgld
+from .base import MethodContext
+
+#: the sampler algorithm each generative base uses (ALGORITHMS.md §10)
+ALGORITHM = {"jem": "sgld", "jempp": "pyld", "sadajem": "sgld"}
+
+
+class PxSampler:
+    """Draws negatives x_q for the p(x) term from a persistent replay buffer."""
+
+    def __init__(self, algorithm: str, cfg: SamplerConfig, ctx: MethodContext, clip: bool = True):
+        self.algorithm = algorithm
+        self.cfg = cfg
+        self.ctx = ctx
+        self.clip = clip
+        self.buffer = ReplayBuffer(
+            cfg.buffer_size, ctx.image_shape, ctx.device, init=cfg.buffer_init,
+            reinit_freq=cfg.reinit_freq, train_images=ctx.train_images,
+            train_labels=ctx.train_labels, n_classes=ctx.n_classes)
+
+    def __call__(self, model: nn.Module, n: int) -> torch.Tensor:
+        cfg = self.cfg
+        x0, idx = self.buffer.sample(n)
+        with bn_mode(model, cfg.bn_mode), frozen_params(model):
+            if self.algorithm == "pyld":
+                x_q = pyld(model, x0, n_steps=cfg.n_steps, inner_steps=cfg.pyld_inner_steps,
+                           inner_step=cfg.pyld_step, grad_clamp=cfg.grad_clamp,
+                           input_std=self.ctx.input_std, noise_std=cfg.noise_std,
+                           autocast=self.ctx.autocast)
+            else:
+                x_q = sgld(model, x0, n_steps=cfg.n_steps, step_size=cfg.step_size,
+                           noise_std=cfg.noise_std, grad_clamp=cfg.grad_clamp,
+                           input_std=self.ctx.input_std, clip=self.clip, autocast=self.ctx.autocast)
+        self.buffer.update(idx, x_q)
+        return x_q
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
