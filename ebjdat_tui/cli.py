@@ -129,6 +129,119 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     raise typer.Exit(result.exit_code)
 
 
+@app.command("eval")
+def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
+          ckpt: str = typer.Option("best", "--ckpt", help="'best' (falls back to 'last'), 'last' or a checkpoint path."),
+          n: int = typer.Option(1000, "--n", help="Test points (0: the whole test set)."),
+          attacks: str = typer.Option("standard", "--attacks", help="'standard' AutoAttack, or a comma list: apgd-ce,apgd-t,fab-t,square,apgd-dlr,fab."),
+          eps: str = typer.Option("8/255", "--eps", help="Budget in pixel units of [0, 1] images."),
+          norm: str = typer.Option("linf", "--norm", help="'linf' or 'l2'."),
+          fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID with torch-fidelity (default: on a GPU only; Inception costs ~0.2 s/image on a CPU)."),
+          inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="torch-fidelity Inception weights file (offline)."),
+          samples: str = typer.Option("auto", "--samples", help="Generated samples from 'buffer', 'fresh' chains, or 'auto' (buffer when the run has one)."),
+          device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
+          json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts and of the samples.")) -> None:
+    """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID."""
+    import json as _json
+
+    from ebjdat_engine.eval.evaluate import evaluate
+    from ebjdat_engine.eval.loading import LoadError
+    from ebjdat_engine.eval.robustness import EvalError
+    from ebjdat_engine.recipe.fields import CheckError, parse_budget
+
+    if norm not in ("linf", "l2"):
+        _err(f"--norm {norm}: use 'linf' or 'l2'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if samples not in ("auto", "buffer", "fresh"):
+        _err(f"--samples {samples}: use 'auto', 'buffer' or 'fresh'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        parse_budget(eps)
+    except CheckError as e:
+        _err(f"--eps {eps}: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    log = (lambda text: typer.echo(f"eval: {text}", err=True))
+    try:
+        result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
+                          fid={None: "auto", True: "on", False: "off"}[fid],
+                          inception_weights=inception_weights, samples=samples, device=device,
+                          seed=seed, log=log)
+    except (LoadError, EvalError, ValueError) as e:
+        _err(f"ebjdat eval: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if json_out:
+        typer.echo(_json.dumps(result, indent=2))
+        return
+    p = result["protocol"]
+    typer.echo(f"{result['method']} ({result['profile']} profile) on {result['dataset']}, checkpoint "
+               f"{result['checkpoint']['kind']} step {result['checkpoint']['step']}, {result['n']} test points")
+    typer.echo(f"  clean       {result['clean_acc']:.4f}")
+    typer.echo(f"  PGD-{p['pgd']['steps']:<7d}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
+    typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   ({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
+    e = result["energy"]
+    typer.echo("  energy      " + "  ".join(f"{k} {e[k]['mean']:.3f}" for k in ("clean", "adversarial", "generated")))
+    typer.echo("  gaps        " + "  ".join(f"{k} {v:.3f}" for k, v in e["gaps"].items()))
+    gen = result["generation"]
+    if "fd_ref" in gen:
+        typer.echo(f"  fd_ref      {gen['fd_ref']['fd_ref']:.4f}   ({gen['samples']['source']}, {gen['fd_ref']['feature_network']})")
+    fid_block = gen.get("fid", {})
+    if fid_block.get("fid") is not None:
+        typer.echo(f"  FID         {fid_block['fid']:.3f}   KID {fid_block.get('kid_mean')}")
+    else:
+        typer.echo(f"  FID         not computed: {fid_block.get('skipped') or fid_block.get('unavailable')}")
+    if "files" in result:
+        typer.echo(f"  results     {result['files']['json']}")
+
+
+@app.command()
+def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
+           n: int = typer.Option(64, "--n", help="Number of samples."),
+           klass: Optional[int] = typer.Option(None, "--class", help="Sample class K (class-conditional f(x, K) = l_K(x))."),
+           steps: Optional[int] = typer.Option(None, "--steps", help="Chain steps (default 100)."),
+           source: str = typer.Option("fresh", "--source", help="'fresh' chains or the run's replay 'buffer'."),
+           ckpt: str = typer.Option("best", "--ckpt", help="'best', 'last' or a checkpoint path."),
+           out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default RUN/samples/<time>.png)."),
+           device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ..."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the chains.")) -> None:
+    """Draw samples from a trained run and write a PNG grid."""
+    import datetime as _dt
+
+    import torch
+
+    from ebjdat_engine.eval.generation import draw_buffer, fresh_chains
+    from ebjdat_engine.eval.grid import save_grid
+    from ebjdat_engine.eval.loading import LoadError, load_run
+    from ebjdat_engine.train.events import EventWriter
+
+    if source not in ("fresh", "buffer"):
+        _err(f"--source {source}: use 'fresh' or 'buffer'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        run = load_run(run_dir, ckpt, dev)
+        n_classes = int(run.checkpoint["n_classes"])
+        if klass is not None and not 0 <= klass < n_classes:
+            raise ValueError(f"--class {klass}: the model has classes 0..{n_classes - 1}")
+        if source == "buffer":
+            if klass is not None:
+                raise ValueError("--class works with fresh chains only")
+            x, info = draw_buffer(run, n, seed)
+        else:
+            x, info = fresh_chains(run, n, dev, steps=steps, klass=klass, seed=seed)
+    except (LoadError, ValueError) as e:
+        _err(f"ebjdat sample: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = run.run_dir if run.run_dir is not None else Path(".")
+    path = save_grid(x, out or base / "samples" / f"{stamp}.png")
+    if run.run_dir is not None:
+        events = EventWriter(run.run_dir)
+        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=str(path), **info)
+        events.close()
+    typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples)")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="ebjdat")

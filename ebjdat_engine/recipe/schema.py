@@ -43,6 +43,13 @@ def _budget_check(value: Budget) -> None:
     value.value  # noqa: B018 - parsing raises CheckError with the message to show
 
 
+def _attacks_check(value: str) -> None:
+    names = [a.strip() for a in value.split(",")]
+    known = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+    if value.strip() != "standard" and (not names or any(a not in known for a in names)):
+        raise CheckError(f"must be 'standard' or a comma list of {', '.join(known)}, got {value!r}")
+
+
 def _device_check(value: str) -> None:
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return
@@ -265,6 +272,17 @@ class EvalConfig:
     n: int = field(0, "Points used by evaluation during training (0: the whole split).",
                    check=at_least(0))
     batch_size: int = field(256, "Batch size of evaluation.", check=at_least(1))
+    robust_every: int = field(0, "Robust accuracy (PGD-20 and the AutoAttack subset `attacks`) on "
+                              "`robust_n` validation (else test) points every this many epochs (0: off).",
+                              check=at_least(0))
+    robust_n: int = field(200, "Points of the robust evaluation during training.", check=at_least(1))
+    attacks: str = field("apgd-ce", "AutoAttack attacks during training: 'standard' or a comma list "
+                         "(apgd-ce, apgd-t, fab-t, square, apgd-dlr, fab).", check=_attacks_check)
+    eps: Budget = field(Budget("8/255"), "Budget of evaluation attacks, pixel units of [0, 1] images.",
+                        check=_budget_check)
+    final: bool = field(False, "At the end of training, run the full `ebjdat eval` (standard "
+                        "AutoAttack, PGD-20, energy landscape, fd_ref / FID) on the last checkpoint.")
+    final_n: int = field(1000, "Test points of the final evaluation.", check=at_least(1))
 
 
 @attrs.frozen

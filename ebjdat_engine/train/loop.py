@@ -286,6 +286,34 @@ class Trainer:
         self._last_eval_step = self.step
         return results
 
+    def robust_evaluate(self) -> dict[str, float]:
+        """PGD-20 and an AutoAttack subset on a few validation (else test) points, as an
+        `eval` event: a cheap robustness trace during training, with its protocol."""
+        from ..eval.robustness import (accuracy, autoattack_examples, parse_attacks, pgd_examples,
+                                       pgd_protocol)
+
+        ev = self.recipe.eval
+        name, split = ("valid", self.splits.valid) if self.splits.valid is not None else ("test", self.splits.test)
+        n = min(ev.robust_n, len(split))
+        x, y = split.images[:n].float().div(255.0), split.labels[:n]
+        model = self.forward_model
+        was_training = model.training
+        model.eval()
+        try:
+            clean = accuracy(model, x, y)
+            x_pgd = pgd_examples(model, x, y, eps=ev.eps.value, steps=20)
+            pgd_acc = accuracy(model, x_pgd, y)
+            version, attacks = parse_attacks(ev.attacks)
+            x_aa, protocol = autoattack_examples(model, x, y, eps=ev.eps.value, attacks=attacks,
+                                                 version=version, seed=self.recipe.run.seed)
+            aa_acc = accuracy(model, x_aa, y)
+        finally:
+            model.train(was_training)
+        self.emit("eval", split=name, clean_acc=clean, pgd_acc=pgd_acc, aa_acc=aa_acc, n=n,
+                  protocol={"pgd": pgd_protocol(ev.eps.value, str(ev.eps), 20, "linf", n),
+                            "autoattack": protocol, "checkpoint": "current"})
+        return {"pgd_acc": pgd_acc, "aa_acc": aa_acc}
+
     def end_of_epoch(self) -> None:
         epoch = self.step // self.steps_per_epoch
         ev_every = self.recipe.eval.every_epochs
@@ -294,6 +322,9 @@ class Trainer:
             if "valid_acc" in results and results["valid_acc"] > self.best.get("value", -1.0):
                 self.best = {"metric": "valid_acc", "value": results["valid_acc"], "step": self.step}
                 self.save_checkpoint("best")
+        robust_every = self.recipe.eval.robust_every
+        if robust_every and epoch % robust_every == 0:
+            self.robust_evaluate()
         self.save_checkpoint("last")
         every = self.recipe.train.ckpt_every
         if every and epoch % every == 0:
@@ -330,6 +361,13 @@ class Trainer:
                 self.best = {"metric": "valid_acc", "value": results["valid_acc"], "step": self.step}
                 self.save_checkpoint("best")
         self.save_checkpoint("last")
+        if self.recipe.eval.final:
+            from ..eval.evaluate import evaluate
+
+            self.events.close()  # the evaluation appends its own event; reopen after
+            evaluate(self.run_dir, ckpt="last", n=self.recipe.eval.final_n, eps=str(self.recipe.eval.eps),
+                     device=self.device, seed=self.recipe.run.seed)
+            self.events = type(self.events)(self.run_dir, self.events.listeners)
         complete = self.step >= self.recipe.train.epochs * self.steps_per_epoch
         self.emit("end", status="finished",
                   reason="all epochs done" if complete else "train.max_steps reached")

@@ -125,4 +125,4 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
                      traceback=traceback.format_exc(limit=20))
         raise
     finally:
-        events.close()
+        trainer.events.close()

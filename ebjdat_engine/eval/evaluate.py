@@ -1,0 +1,161 @@
+"""`ebjdat eval`: the standard numbers of a trained run, each stored with its protocol.
+
+Clean accuracy, PGD-k (ε, step ε/4, random start, projection, eval mode), AutoAttack (fra31's
+attacks on [0, 1] images -> logits, checks on), the energy landscape (clean / adversarial /
+generated) and generation metrics (fd_ref for small datasets, FID/KID with torch-fidelity).
+Results go to `RUN/eval/<time>.json` (+ an energy histogram and a sample grid as PNG) and, in
+short, to an `eval` event in `RUN/events.jsonl`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data import load_dataset
+from ..recipe.fields import parse_budget
+from ..train.events import EventWriter
+from ..train.rundir import write_text_atomic
+from .generation import buffer_of, draw_buffer, fresh_chains
+from .grid import save_grid
+from .landscape import energies, energy_landscape, plot_histogram
+from .loading import load_run
+from .robustness import EvalError, accuracy, autoattack_examples, parse_attacks, pgd_examples, pgd_protocol
+
+SMALL_DATASETS = ("digits", "fashion-mnist")
+
+
+def _say(log: Callable[[str], None] | None, text: str) -> None:
+    if log is not None:
+        log(text)
+
+
+def generation_block(run, x_gen: torch.Tensor, gen_info: dict[str, Any], device: torch.device,
+                     fid: str, inception_weights: str | None, log) -> dict[str, Any]:
+    """fd_ref (small datasets) and FID/KID/IS (torch-fidelity) of the generated samples."""
+    from .fd_ref import fd_ref, reference_classifier
+    from .fid import generation_metrics, inception_weights as find_weights
+
+    data = run.recipe.data
+    out: dict[str, Any] = {"samples": gen_info}
+    splits = load_dataset(data, device, run.recipe.run.seed)
+    real = splits.train.images
+    if data.name in SMALL_DATASETS:
+        _say(log, "fd_ref: reference classifier features")
+        clf = reference_classifier(data, device, None)
+        out["fd_ref"] = fd_ref(x_gen.to(device), real, clf)
+        out["fd_ref"]["reference_set"] = f"{data.name} train split ({len(real)} images)"
+    run_fid = fid == "on" or (fid == "auto" and device.type == "cuda")
+    if not run_fid:
+        out["fid"] = {"fid": None, "skipped": "--no-fid" if fid == "off" else
+                      "on the CPU Inception costs ~0.2 s per image; pass --fid to compute it anyway"}
+        return out
+    weights = find_weights(inception_weights, None)
+    _say(log, "FID/KID: Inception features (torch-fidelity)")
+    metrics = generation_metrics(x_gen, real, weights=weights, device=device)
+    metrics["reference_set"] = f"{data.name} train split ({len(real)} images)"
+    out["fid"] = metrics
+    return out
+
+
+def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: str = "standard",
+             eps: str = "8/255", norm: str = "linf", pgd_steps: int = 20, fid: str = "auto",
+             inception_weights: str | None = None, samples: str = "auto", n_samples: int = 0,
+             device: str | torch.device | None = None, seed: int = 0, write: bool = True,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict."""
+    started = time.time()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    eps_value = float(parse_budget(eps))
+    version, attack_list = parse_attacks(attacks)
+    run = load_run(path, ckpt, device)
+    recipe, model = run.recipe, run.model
+    splits = load_dataset(recipe.data, device, recipe.run.seed)
+    test = splits.test
+    n = min(n, len(test)) if n > 0 else len(test)
+    x = test.images[:n].float().div(255.0)
+    y = test.labels[:n]
+    torch.manual_seed(seed)
+
+    _say(log, f"clean accuracy on {n} test images")
+    clean_acc = accuracy(model, x, y)
+    _say(log, f"PGD-{pgd_steps} at eps {eps} ({norm})")
+    x_pgd = pgd_examples(model, x, y, eps=eps_value, steps=pgd_steps, norm=norm)
+    pgd_acc = accuracy(model, x_pgd, y)
+    _say(log, f"AutoAttack ({version}: {', '.join(attack_list)}) at eps {eps}")
+    x_aa, aa_protocol = autoattack_examples(model, x, y, eps=eps_value, norm=norm, attacks=attack_list,
+                                            version=version, seed=seed)
+    aa_acc = accuracy(model, x_aa, y)
+
+    n_gen = n_samples or min(n, 1000)
+    source = samples if samples != "auto" else ("buffer" if buffer_of(run) is not None else "fresh")
+    _say(log, f"generated samples: {n_gen} from {source}")
+    if source == "buffer":
+        x_gen, gen_info = draw_buffer(run, n_gen, seed)
+    else:
+        x_gen, gen_info = fresh_chains(run, n_gen, device, seed=seed)
+    pops = {"clean": energies(model, x), "adversarial": energies(model, x_pgd),
+            "generated": energies(model, x_gen.to(device))}
+    landscape = energy_landscape(pops)
+    landscape["adversarial_source"] = f"PGD-{pgd_steps} examples of the clean images"
+    landscape["generated_source"] = gen_info
+
+    result: dict[str, Any] = {
+        "run": str(run.run_dir) if run.run_dir else None,
+        "checkpoint": {"kind": run.checkpoint_kind, "path": str(run.checkpoint_path), "step": run.step},
+        "method": recipe.method.name, "profile": recipe.method.profile,
+        "dataset": recipe.data.name, "split": "test", "n": n,
+        "clean_acc": clean_acc, "pgd_acc": pgd_acc, "aa_acc": aa_acc,
+        "protocol": {
+            "clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
+            "pgd": pgd_protocol(eps_value, eps, pgd_steps, norm, n),
+            "autoattack": aa_protocol,
+        },
+        "energy": landscape,
+    }
+    result["generation"] = generation_block(run, x_gen, gen_info, device, fid, inception_weights, log)
+    result["device"] = str(device)
+    result["duration_s"] = round(time.time() - started, 2)
+    result["time"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+    if write and run.run_dir is not None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = run.run_dir / "eval"
+        out_dir.mkdir(exist_ok=True)
+        hist = plot_histogram(pops, out_dir / f"{stamp}-energy.png",
+                              title=f"{recipe.method.name} ({recipe.data.name}), checkpoint {run.checkpoint_kind} "
+                                    f"step {run.step}")
+        grid = save_grid(x_gen[:64], out_dir / f"{stamp}-samples.png")
+        result["files"] = {"json": str(out_dir / f"{stamp}.json"), "energy_histogram": str(hist),
+                           "samples": str(grid)}
+        write_text_atomic(out_dir / f"{stamp}.json", json.dumps(result, indent=2) + "\n")
+        append_eval_event(run, result)
+    return result
+
+
+def append_eval_event(run, result: dict[str, Any]) -> None:
+    """A compact `eval` event (the numbers and where the full JSON is) in the run's log."""
+    events = EventWriter(run.run_dir)
+    try:
+        gen = result.get("generation", {})
+        events.emit("eval", run.step, float(run.checkpoint.get("epoch", 0.0)), split="test", source="ebjdat eval",
+                    clean_acc=result["clean_acc"], pgd_acc=result["pgd_acc"], aa_acc=result["aa_acc"],
+                    n=result["n"], checkpoint=result["checkpoint"]["kind"],
+                    protocol={"pgd": {k: result["protocol"]["pgd"][k] for k in ("attack", "eps_text", "norm")},
+                              "autoattack": {k: result["protocol"]["autoattack"][k]
+                                             for k in ("package", "version", "attacks")}},
+                    energy_means={k: v["mean"] for k, v in result["energy"].items()
+                                  if isinstance(v, dict) and "mean" in v},
+                    energy_gaps=result["energy"]["gaps"],
+                    fd_ref=(gen.get("fd_ref") or {}).get("fd_ref"), fid=(gen.get("fid") or {}).get("fid"),
+                    path=result.get("files", {}).get("json"))
+    finally:
+        events.close()
+
+
+__all__ = ["EvalError", "evaluate"]

@@ -1,0 +1,76 @@
+"""Loading a trained classifier from a run directory or a checkpoint file.
+
+`load_classifier` is the public door for outside tools: it returns an `nn.Module` in eval mode
+mapping [0, 1] NCHW images to logits, so any attack library can check ebjdat's numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ..models import build_model
+from ..recipe import Recipe, from_toml_text
+from ..train.checkpoint import CHECKPOINT_DIR, load_checkpoint
+
+
+class LoadError(Exception):
+    """The run or checkpoint cannot be loaded; the message says what to give instead."""
+
+
+@attrs.frozen
+class LoadedRun:
+    run_dir: Path | None
+    checkpoint_path: Path
+    checkpoint_kind: str
+    recipe: Recipe
+    model: nn.Module
+    checkpoint: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.checkpoint.get("step", 0))
+
+
+def find_checkpoint(path: str | Path, ckpt: str = "best") -> tuple[Path, str, Path | None]:
+    """(checkpoint file, its kind, run dir) for a run directory + 'best' | 'last', or a file."""
+    path = Path(path)
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+        return path, path.stem, run_dir
+    if not path.is_dir():
+        raise LoadError(f"{path}: no such run directory or checkpoint file")
+    if ckpt not in ("best", "last"):
+        file = Path(ckpt)
+        if not file.is_file():
+            raise LoadError(f"--ckpt {ckpt}: use 'best', 'last' or a checkpoint file path")
+        return file, file.stem, path
+    folder = path / CHECKPOINT_DIR
+    wanted = [ckpt, "last"] if ckpt == "best" else [ckpt]
+    for kind in wanted:
+        if (folder / f"{kind}.pt").is_file():
+            return folder / f"{kind}.pt", kind, path
+    raise LoadError(f"{path}: no checkpoints/{ckpt}.pt (is it a run directory? has it saved one yet?)")
+
+
+def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """The recipe and the trained model (eval mode, on `device`) of a run or checkpoint.
+    'best' falls back to 'last' when the run kept no best.pt (no validation split)."""
+    file, kind, run_dir = find_checkpoint(path, ckpt)
+    state = load_checkpoint(file, map_location="cpu")
+    if "recipe" not in state or "model" not in state:
+        raise LoadError(f"{file}: not an ebjdat checkpoint (no recipe/model)")
+    recipe = from_toml_text(state["recipe"])
+    model = build_model(recipe.model, tuple(state["image_shape"]), int(state["n_classes"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return LoadedRun(run_dir, file, kind, recipe, model, state)
+
+
+def load_classifier(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+    """An `nn.Module` in eval mode mapping [0, 1] NCHW images to logits."""
+    return load_run(path, ckpt, device).model
