@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# caches (the fd_ref classifier, converted Inception weights) go to a fresh directory, not ~
+os.environ.setdefault("EBJDAT_CACHE", tempfile.mkdtemp(prefix="ebjdat-test-cache-"))
 
 TINY_RECIPE = """
 [run]
