@@ -22,7 +22,7 @@ from ..methods import Batch, Method
 from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
 from ..monitor.energy import EnergyMonitor
 from ..recipe import Recipe, to_toml
-from . import control
+from . import control, distributed
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rng_state, save_atomic, set_rng_state
 from .events import EventWriter
 from .optim import build_optimizer, build_schedule, lr_factor
@@ -38,7 +38,8 @@ class Trainer:
     """Owns the model, optimizer, schedule, scaler and method for one run directory."""
 
     def __init__(self, recipe: Recipe, splits: DataSplits, model: nn.Module, method: Method,
-                 device: torch.device, run_dir: Path, events: EventWriter):
+                 device: torch.device, run_dir: Path, events: EventWriter,
+                 dist: distributed.DistInfo = distributed.DistInfo()):
         self.recipe = recipe
         self.splits = splits
         self.device = device
@@ -46,6 +47,14 @@ class Trainer:
         self.events = events
         self.model = model  # the module whose state is saved (never the compiled wrapper)
         self.forward_model = torch.compile(model) if recipe.runtime.compile else model
+        self.dist = dist
+        # the update's forwards go through DDP (gradient all-reduce); samplers use the bare model
+        self.train_model = self.forward_model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
         self.method = method
         train = recipe.train
         self.loader = DeviceLoader(splits.train, train.batch_size, seed=recipe.run.seed,
@@ -87,9 +96,9 @@ class Trainer:
     def train_step(self, batch: Batch) -> None:
         """One iteration (ALGORITHMS.md §11.2): samples -> named loss terms -> weighted sum ->
         backward -> optimizer step (SAM: a second pass at w + e(w) with the same samples)."""
-        model, ctx = self.forward_model, autocast(self.recipe.runtime, self.device)
+        model, ctx = self.train_model, autocast(self.recipe.runtime, self.device)
         self.model.train()
-        samples = self.method.draw(model, batch)            # x_q (p(x) sampler), x̃ (inner max)
+        samples = self.method.draw(self.forward_model, batch)  # x_q (p(x) sampler), x̃ (inner max)
         with ctx:
             out = self.method.terms(model, batch, samples)
         loss = self.weighted(out.terms)
@@ -125,7 +134,9 @@ class Trainer:
         if self.px_loader is not None:
             px_epoch, px_index = divmod(self.step, self.px_loader.steps_per_epoch)
             x_px, _ = self.px_loader.batch(px_epoch, px_index)
-        return Batch(x, y, x_px)
+            x_px = distributed.rank_slice(self.dist, x_px)
+        # under torchrun each rank trains on its share of the same global batch
+        return Batch(distributed.rank_slice(self.dist, x), distributed.rank_slice(self.dist, y), x_px)
 
     def _accumulate(self, loss: torch.Tensor, terms: dict[str, torch.Tensor],
                     stats: dict[str, torch.Tensor]) -> None:
@@ -177,10 +188,12 @@ class Trainer:
                     continue
             if epoch_end:
                 self.end_of_epoch()
-            if stop.requested:
+            if not self.dist.enabled and stop.requested:
                 return self.stop("signal")
-            if self.step % train.control_every == 0 and self.handle_control():
-                return self.stop("control/stop")
+            if self.step % train.control_every == 0:
+                reason = self.handle_control(stop)
+                if reason:
+                    return self.stop(reason)
         return self.finish()
 
     # --- collapse ---------------------------------------------------------------------------
@@ -188,9 +201,13 @@ class Trainer:
     def check_collapse(self) -> str:
         """Read the detectors (one host sync) and act: 'none', 'warn', 'stop' or 'rollback'."""
         alarms = self.collapse.check(self.step)
-        if not alarms:
+        if self.dist.enabled:  # every rank takes the strongest action any rank asks for
+            codes = ("none", "warn", "stop", "rollback")
+            action = codes[distributed.all_max(self.dist, codes.index(decide(alarms)), self.device)]
+        else:
+            action = decide(alarms)
+        if action == "none":
             return "none"
-        action = decide(alarms)
         if action == "rollback" and not self.rollbacks.take():
             action = "stop"
         if action in ("stop", "rollback") and self.collapse_epoch is None:
@@ -239,8 +256,9 @@ class Trainer:
         if not self._window_steps:
             return
         keys = list(self._last) + list(self._window)
-        values = torch.stack([v.float() for v in self._last.values()] +
-                             [v.float() for v in self._window.values()]).cpu().tolist()
+        stacked = torch.stack([v.float() for v in self._last.values()] +
+                              [v.float() for v in self._window.values()])
+        values = distributed.all_reduce_mean(self.dist, stacked).cpu().tolist()  # mean over ranks
         now = time.perf_counter()
         t0, s0 = self._clock
         images = (self.step - s0) * self.recipe.train.batch_size
@@ -330,19 +348,25 @@ class Trainer:
         if every and epoch % every == 0:
             self.save_checkpoint(f"epoch_{epoch}")
 
-    def handle_control(self) -> bool:
-        """Serve requests in control/; True when a stop was asked for."""
+    def handle_control(self, stop: control.StopFlag) -> str | None:
+        """Serve requests in control/ (rank 0 reads them, every rank acts); the stop reason
+        when a stop was asked for (a control file, or a signal on any rank)."""
         control_dir = self.run_dir / "control"
-        stop_asked = False
-        for name in control.pending_requests(control_dir):
+        names = control.pending_requests(control_dir) if self.dist.is_main else []
+        names = distributed.broadcast_object(self.dist, names)
+        reason = None
+        for name in names:
             if name == "checkpoint":
                 self.save_checkpoint("last")
             elif name == "eval":
                 self.evaluate()
             elif name == "stop":
-                stop_asked = True
-            control.mark_handled(control_dir, name, self.step)
-        return stop_asked
+                reason = "control/stop"
+            if self.dist.is_main:
+                control.mark_handled(control_dir, name, self.step)
+        if self.dist.enabled and distributed.all_max(self.dist, int(stop.requested), self.device):
+            reason = reason or "signal"
+        return reason
 
     def stop(self, reason: str) -> str:
         if self.check_collapse() in ("stop", "rollback"):
@@ -361,7 +385,7 @@ class Trainer:
                 self.best = {"metric": "valid_acc", "value": results["valid_acc"], "step": self.step}
                 self.save_checkpoint("best")
         self.save_checkpoint("last")
-        if self.recipe.eval.final:
+        if self.recipe.eval.final and self.dist.is_main:
             from ..eval.evaluate import evaluate
 
             self.events.close()  # the evaluation appends its own event; reopen after
@@ -396,8 +420,16 @@ class Trainer:
         }
 
     def save_checkpoint(self, kind: str) -> Path:
-        path = save_atomic(self.state(), self.run_dir / CHECKPOINT_DIR / f"{kind}.pt")
-        self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
+        """Rank 0 writes the checkpoint; under torchrun every rank also writes its own method
+        state (its replay-buffer slice) to `<kind>.rank<r>.pt`."""
+        path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
+        if self.dist.is_main:
+            save_atomic(self.state(), path)
+            self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
+        if self.dist.enabled:
+            save_atomic({"method": self.method.state_dict(), "rng": rng_state()},
+                        self.run_dir / CHECKPOINT_DIR / f"{kind}.rank{self.dist.rank}.pt")
+            distributed.barrier(self.dist)
         return path
 
     def restore(self, path: Path, for_rollback: bool = False) -> int:
@@ -409,12 +441,14 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.method.load_state_dict(ckpt["method"])
+        rank_file = path.with_name(f"{path.stem}.rank{self.dist.rank}.pt")
+        rank_state = load_checkpoint(rank_file) if self.dist.enabled and rank_file.exists() else None
+        self.method.load_state_dict(rank_state["method"] if rank_state else ckpt["method"])
         self.best = dict(ckpt.get("best", {}))
         self.step = int(ckpt["step"])
         if not for_rollback:
             self.lr_scale = float(ckpt.get("lr_scale", 1.0))
             self.rollbacks.load_state_dict(ckpt.get("rollbacks", {}))
             self.collapse_epoch = ckpt.get("collapse_epoch")
-            set_rng_state(ckpt["rng"])
+            set_rng_state(rank_state["rng"] if rank_state else ckpt["rng"])
         return self.step

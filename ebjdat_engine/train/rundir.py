@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 SUBDIRS = ("checkpoints", "samples", "eval", "control")
+#: files a launcher (the TUI) may put into a --run-dir before the job starts
+LAUNCHER_FILES = ("stdout.log",)
 RECIPE_FILE = "recipe.toml"
 META_FILE = "meta.json"
 
@@ -41,11 +43,12 @@ def is_run_dir(path: Path) -> bool:
 
 
 def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None = None) -> Path:
-    """Make a new run directory. `explicit` (``--run-dir``) must be absent or empty; otherwise
+    """Make a new run directory. `explicit` (``--run-dir``) must be absent or empty (but for a
+    launcher's stdout.log); otherwise
     `out_dir/name`, with ``-2``, ``-3``, ... appended when taken."""
     if explicit is not None:
         path = Path(explicit)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and (not path.is_dir() or any(p.name not in LAUNCHER_FILES for p in path.iterdir())):
             hint = " (use --resume to continue it)" if path.is_dir() and is_run_dir(path) else ""
             raise RunDirError(f"--run-dir {path}: exists and is not empty{hint}")
         candidates = [path]
@@ -98,6 +101,7 @@ def collect_meta(device: str) -> dict[str, Any]:
         "device": device,
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "argv": sys.argv,
         "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }

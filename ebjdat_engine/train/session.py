@@ -22,7 +22,7 @@ from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..recipe import Recipe, RecipeError, from_toml_text, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
-from . import control
+from . import control, distributed
 from .checkpoint import CHECKPOINT_DIR
 from .events import EventWriter, Listener
 from .loop import Trainer
@@ -77,40 +77,64 @@ def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[s
 def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path | None = None,
         resume: str | Path | None = None, listeners: list[Listener] | None = None,
         on_run_dir: Callable[[Path], None] | None = None) -> RunResult:
-    """Train `recipe` into a new run directory, or continue the run at `resume`."""
-    device = resolve_device(recipe.runtime)
+    """Train `recipe` into a new run directory, or continue the run at `resume`.
+    Under torchrun every rank calls this; rank 0 owns the run directory."""
+    info = distributed.from_env()
+    device = distributed.init(info, resolve_device(recipe.runtime))
+    try:
+        return _run(recipe, recipe_path, info, device, run_dir=run_dir, resume=resume,
+                    listeners=listeners, on_run_dir=on_run_dir)
+    finally:
+        distributed.shutdown(info)
+
+
+def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, device: torch.device, *,
+         run_dir: str | Path | None, resume: str | Path | None, listeners: list[Listener] | None,
+         on_run_dir: Callable[[Path], None] | None) -> RunResult:
     configure(recipe.runtime)
+    if info.enabled and recipe.train.batch_size % info.world_size:
+        raise RecipeError([f"$.train.batch_size: {recipe.train.batch_size} does not split into "
+                           f"{info.world_size} ranks; use a multiple of the number of processes"])
     seed_everything(recipe.run.seed)
     splits = load_dataset(recipe.data, device, recipe.run.seed)
     model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
     if recipe.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
+    seed_everything(recipe.run.seed + info.rank)  # same init everywhere, own noise per rank
+    sampler_cfg = recipe.sampler
+    if info.enabled:  # each rank keeps its own slice of the replay buffer
+        sampler_cfg = attrs.evolve(sampler_cfg, buffer_size=max(1, sampler_cfg.buffer_size // info.world_size))
+    method = build_method(recipe.method, sampler_cfg, recipe.adversary, MethodContext(
         device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
         input_std=recipe.model.input_std, autocast=lambda: autocast(recipe.runtime, device),
         train_images=splits.train.images, train_labels=splits.train.labels))
     if method.uses_sam and recipe.runtime.amp == "fp16":
         raise RecipeError(["$.runtime.amp: fp16 with SAM (sadajem) is not supported; use \"bf16\" or \"off\""])
 
-    if resume is not None:
-        path = Path(resume)
-        previous = path / RECIPE_FILE
-        shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
-    else:
-        path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
-    write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
-    meta = read_meta(path) if resume is not None else {}
-    now_meta = collect_meta(str(device))
-    if resume is not None and meta:
-        meta.setdefault("resumes", []).append(now_meta)
-    else:
-        meta = {**now_meta, "recipe_source": str(recipe_path) if recipe_path else None}
-    write_meta(path, meta)
-    if on_run_dir is not None:
-        on_run_dir(path)
+    path = None
+    if info.is_main:
+        if resume is not None:
+            path = Path(resume)
+            previous = path / RECIPE_FILE
+            shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
+        else:
+            path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
+        write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
+        meta = read_meta(path) if resume is not None else {}
+        now_meta = collect_meta(str(device))
+        if info.enabled:
+            now_meta["world_size"] = info.world_size
+        if resume is not None and meta:
+            meta.setdefault("resumes", []).append(now_meta)
+        else:
+            meta = {**now_meta, "recipe_source": str(recipe_path) if recipe_path else None}
+        write_meta(path, meta)
+        if on_run_dir is not None:
+            on_run_dir(path)
+    path = Path(distributed.broadcast_object(info, str(path) if path else None))
 
-    events = EventWriter(path, listeners)
-    trainer = Trainer(recipe, splits, model, method, device, path, events)
+    events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
+    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info)
     resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
     try:
         with control.StopFlag() as stop:
