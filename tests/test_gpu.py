@@ -1,0 +1,46 @@
+"""GPU checks (skipped without CUDA): no host sync inside the training step, bf16 autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ebjdat_engine.recipe import resolve
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")]
+
+
+@pytest.mark.parametrize("method", ["standard", "ebjdat", "dat"])
+def test_training_step_never_syncs_with_the_host(tiny_recipe, method):
+    from pathlib import Path
+
+    from ebjdat_engine.data import load_dataset
+    from ebjdat_engine.methods import MethodContext, build_method
+    from ebjdat_engine.models import build_model
+    from ebjdat_engine.train.events import EventWriter
+    from ebjdat_engine.train.loop import Trainer
+    from ebjdat_engine.train.runtime import autocast
+
+    recipe = resolve(tiny_recipe, [f"method.name={method}", 'runtime.device="cuda"', 'runtime.amp="bf16"',
+                                   "sampler.buffer_size=128", "sampler.n_steps=2", "adversary.steps=2"])
+    device = torch.device("cuda")
+    splits = load_dataset(recipe.data, device, 0)
+    model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
+    method_obj = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
+        device=device, n_classes=splits.n_classes, image_shape=splits.image_shape, input_std=0.5,
+        autocast=lambda: autocast(recipe.runtime, device), train_images=splits.train.images,
+        train_labels=splits.train.labels))
+    trainer = Trainer(recipe, splits, model, method_obj, device, Path("."), EventWriter(Path("."), enabled=False))
+    trainer.train_step(trainer.next_batch())  # warm-up (lazy inits may sync once)
+    trainer.step += 1
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            batch = trainer.next_batch()
+            trainer.train_step(batch)
+            trainer.step += 1
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(torch.stack([v for v in trainer._last.values()])).all()
