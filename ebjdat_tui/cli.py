@@ -220,6 +220,8 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         run = load_run(run_dir, ckpt, dev)
+        if run.recipe.runtime.threads:
+            torch.set_num_threads(run.recipe.runtime.threads)
         n_classes = int(run.checkpoint["n_classes"])
         if klass is not None and not 0 <= klass < n_classes:
             raise ValueError(f"--class {klass}: the model has classes 0..{n_classes - 1}")
@@ -290,6 +292,65 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
     mfu = report["mfu"]
     typer.echo(f"  achieved            {report['achieved_flops_per_s'] / 1e12:.3f} TFLOP/s" +
                (f", MFU {mfu * 100:.1f} % of {report['peak_flops_per_s'] / 1e12:.0f} TFLOP/s bf16 peak" if mfu else ""))
+
+
+@app.command()
+def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate and start (a run directory is attached to)."),
+        set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+        attach: Optional[Path] = typer.Option(None, "--attach", help="Watch this run directory (running or finished) instead of starting a job.")) -> None:
+    """Start a job and watch it in a terminal dashboard, or --attach to a run.
+
+    The job runs detached (it survives the TUI and the SSH session); quitting asks whether to
+    stop it (checkpoint, status 'stopped') or leave it running."""
+    if recipe is not None and attach is None and recipe.is_dir():
+        recipe, attach = None, recipe
+    if (recipe is None) == (attach is None):
+        _err("ebjdat tui: give a RECIPE to start, or --attach RUN to watch a run")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if attach is not None and set_:
+        _err("ebjdat tui: --set applies to a new job, not to --attach")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    from .app import create_app  # textual is imported only here
+
+    result = create_app(recipe=recipe, sets=set_, attach=attach).run()
+    if result is not None:
+        if result.message:
+            typer.echo(result.message, err=result.code != 0)
+        raise typer.Exit(result.code)
+
+
+@app.command("ls")
+def ls_(runs_dir: Path = typer.Argument(Path("runs"), help="Directory of runs (or one run directory).")) -> None:
+    """List runs: method, status, step, last loss, last clean / AutoAttack accuracy, age of the last event."""
+    from .runs import find_runs, fmt, fmt_age, summarize
+
+    if not runs_dir.is_dir():
+        _err(f"ebjdat ls: no runs directory at {runs_dir}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    summaries = sorted((summarize(p) for p in find_runs(runs_dir)),
+                       key=lambda r: (r.started if r.started is not None else float("inf"), r.name))
+    if not summaries:
+        typer.echo(f"no runs in {runs_dir}")
+        return
+    header = ("run", "method", "status", "step", "loss", "clean", "AA", "age")
+    rows = [(r.name, r.method, r.status, f"{r.step}/{r.total}" if r.total else str(r.step), fmt(r.loss),
+             fmt(r.clean_acc, 3), fmt(r.aa_acc, 3), fmt_age(r.age_s)) for r in summaries]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        colors = {"running": "green", "finished": "cyan", "stopped": "yellow", "collapsed": "red",
+                  "crashed": "red", "died": "red"}
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="right" if i >= 3 else "left", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*row[:2], f"[{colors.get(row[2], 'default')}]{row[2]}[/]", *row[3:])
+        Console().print(table)
+    else:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        for row in (header, *rows):
+            typer.echo("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     version, attack_list = parse_attacks(attacks)
     run = load_run(path, ckpt, device)
     recipe, model = run.recipe, run.model
+    if recipe.runtime.threads:  # the run's CPU thread count (tiny models: 1 is fastest)
+        torch.set_num_threads(recipe.runtime.threads)
     splits = load_dataset(recipe.data, device, recipe.run.seed)
     test = splits.test
     n = min(n, len(test)) if n > 0 else len(test)
