@@ -141,3 +141,20 @@ def test_outside_autoattack_on_load_classifier_agrees_with_ebjdat_eval(trained):
     with torch.no_grad():
         outside = (model(x_adv).argmax(1) == y).float().mean().item()
     assert abs(outside - ours["aa_acc"]) <= 0.02 + 1e-9
+
+
+def test_robust_eval_during_training_and_final_eval(tiny_recipe):
+    recipe = resolve(tiny_recipe, ["train.epochs=1", "eval.robust_every=1", "eval.robust_n=20",
+                                   'eval.attacks="apgd-ce"', "eval.final=true", "eval.final_n=20",
+                                   "monitor.every=0"])
+    result = run(recipe, str(tiny_recipe))
+    assert result.status == "finished"
+    evals = [e for e in read_events(result.run_dir) if e["type"] == "eval"]
+    during = [e for e in evals if "aa_acc" in e and e.get("source") != "ebjdat eval"]
+    assert during and during[0]["n"] == 20
+    assert during[0]["protocol"]["autoattack"]["attacks"] == ["apgd-ce"]
+    assert during[0]["aa_acc"] <= during[0]["pgd_acc"] <= during[0]["clean_acc"]
+    final = [e for e in evals if e.get("source") == "ebjdat eval"]
+    assert len(final) == 1 and final[0]["checkpoint"] == "last" and final[0]["n"] == 20
+    assert Path(final[0]["path"]).exists()
+    assert read_events(result.run_dir)[-1]["type"] == "end"
