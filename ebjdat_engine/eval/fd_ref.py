@@ -14,10 +14,8 @@ The cache directory is ``$EBJDAT_CACHE`` or ``~/.cache/ebjdat`` unless given.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from torch import Tensor, nn
 from ..data import DeviceLoader, load_dataset
 from ..models import build_model
 from ..recipe.schema import DataConfig, ModelConfig
+from ..train.checkpoint import save_atomic
 from .clean import clean_accuracy
 from .frechet import frechet_distance_features
 
@@ -54,22 +53,6 @@ def cache_path(dataset: str, cache_dir: str | Path | None = None) -> Path:
     """Where the reference classifier of `dataset` is cached."""
     root = default_cache_dir() if cache_dir is None else Path(cache_dir)
     return root / f"fd_ref-{dataset}-v{FD_REF_VERSION}.pt"
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_dataset(name: str) -> None:
@@ -157,7 +140,7 @@ def reference_classifier(data_cfg: DataConfig, device: torch.device | str = "cpu
         trained_now, seconds = False, 0.0
     else:
         payload, seconds = _train(data_cfg, device)
-        atomic_torch_save(payload, path)
+        save_atomic(payload, path)
         model = _model_from_payload(payload, device)
         trained_now = True
     model.fd_ref_info = {

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .fd_ref import atomic_torch_save, default_cache_dir
+from ..train.checkpoint import save_atomic
+from .fd_ref import default_cache_dir
 
 #: File name of the converted weights inside the cache directory.
 CONVERTED_NAME = "inception-v3-compat-from-fid-helper.pth"
@@ -190,7 +191,7 @@ def convert_fid_helper(out_path: str | Path, source: str | Path | None = None, *
             raise ValueError(f"converted Inception differs from {src} by {err:.3g} "
                              f"(> {VERIFY_ATOL}); not writing {out_path}")
     out = Path(out_path)
-    atomic_torch_save(state, out)
+    save_atomic(state, out)
     return out
 
 
