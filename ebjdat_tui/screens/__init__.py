@@ -1,0 +1,1 @@
+"""The TUI's screens: dashboard, recipe, samples/eval, and the quit and stop dialogs."""
