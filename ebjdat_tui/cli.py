@@ -239,7 +239,11 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
     path = save_grid(x, out or base / "samples" / f"{stamp}.png")
     if run.run_dir is not None:
         events = EventWriter(run.run_dir)
-        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=str(path), **info)
+        try:
+            rel = str(path.resolve().relative_to(run.run_dir.resolve()))
+        except ValueError:
+            rel = str(path.resolve())  # written outside the run (--out): absolute
+        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=rel, **info)
         events.close()
     typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples)")
 

@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 SMALL = ["train.max_steps=3", "train.log_every=1", "monitor.every=3", "train.px_batch_size=16",
          "sampler.n_steps=2", "sampler.buffer_size=64", "adversary.steps=2",
-         "sampler.auc_window=8", "eval.n=50"]
+         "sampler.auc_window=8", "eval.n=50", "monitor.samples_every=3"]
 
 CASES = {
     "standard": (["method.name=standard"], {"ce"}, {"clean"}),
@@ -53,6 +53,11 @@ def test_every_method_gives_finite_named_terms_and_its_energy_populations(tiny_r
     if {"clean", "adversarial"} <= populations:
         assert "clean_minus_adversarial" in energy[-1]["gaps"]
     assert not [e for e in events if e["type"] == "alarm"]
+    samples = [e for e in events if e["type"] == "sample"]
+    if "generated" in populations:  # a grid of the sampler's output, path relative to the run
+        assert samples and (result.run_dir / samples[-1]["path"]).stat().st_size > 0
+    else:
+        assert not samples
     start = events[0]
     assert start["populations"] == sorted(populations, key=["clean", "adversarial", "generated"].index)
 

@@ -98,7 +98,7 @@ def test_control_stop_file_stops_gracefully(tiny_recipe):
     from ebjdat_engine.train.session import run as run_training
 
     result = run_training(recipe, None, listeners=[listener], on_run_dir=on_dir)
-    assert result.status == "stopped"
+    assert result.status == "stopped" and result.exit_code == 0  # asked for: not an error
     events = read_events(result.run_dir)
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "control/stop"
     assert events[-1]["step"] == seen["asked"]  # served right after that step (control_every = 1)

@@ -140,6 +140,16 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     return result
 
 
+def _relative(path: str | None, run_dir: Path) -> str | None:
+    """Paths in events are relative to the run directory, like checkpoint paths."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def append_eval_event(run, result: dict[str, Any]) -> None:
     """A compact `eval` event (the numbers and where the full JSON is) in the run's log."""
     events = EventWriter(run.run_dir)
@@ -155,7 +165,7 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
                                   if isinstance(v, dict) and "mean" in v},
                     energy_gaps=result["energy"]["gaps"],
                     fd_ref=(gen.get("fd_ref") or {}).get("fd_ref"), fid=(gen.get("fid") or {}).get("fid"),
-                    path=result.get("files", {}).get("json"))
+                    path=_relative(result.get("files", {}).get("json"), run.run_dir))
     finally:
         events.close()
 

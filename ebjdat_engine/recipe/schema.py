@@ -260,6 +260,10 @@ class MonitorConfig:
     bins: int = field(40, "Bins of the fixed-range energy histogram.", check=at_least(2))
     energy_range: list[float] = field(lambda: [-30.0, 10.0], "Range [lo, hi] of the energy histogram.",
                                       factory=True, check=all_of(length(2), increasing))
+    samples_every: int = field(100, "Write a PNG grid of the iteration's generated samples (x_q, as drawn; "
+                               "no extra sampling, the buffer is not touched) to samples/ every this "
+                               "many steps (0: off; methods without a generator write none).",
+                               check=at_least(0))
     collapse: CollapseConfig = field(CollapseConfig, "Collapse detectors and policies.", factory=True)
 
 

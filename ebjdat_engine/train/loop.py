@@ -90,6 +90,7 @@ class Trainer:
         self._last: dict[str, torch.Tensor] = {}
         self._clock = (time.perf_counter(), 0)
         self._last_eval_step = -1
+        self._generated: torch.Tensor | None = None
 
     # --- the iteration --------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Trainer:
         self.schedule.step()
         # bookkeeping: device-side only, no host sync
         self._accumulate(loss.detach(), out.terms, out.stats)
+        self._generated = samples.get("x_q", samples.get("x_neg"))  # a reference, not a copy
         self.monitor.update(out.energies)
         self.collapse.update(step=self.step + 1, generative_loss=out.generative_loss,
                              loss=loss.detach(), energies=out.energies,
@@ -179,6 +181,9 @@ class Trainer:
                 self.log_metrics()
             if self.monitor.due(self.step):
                 self.log_energy()
+            every = self.recipe.monitor.samples_every
+            if every and self.step % every == 0 and self._generated is not None:
+                self.save_samples()
             # checked before every checkpoint, so that last.pt is always a healthy state
             if self.collapse.due(self.step) or epoch_end or self.step == self.total_steps:
                 action = self.check_collapse()
@@ -281,6 +286,17 @@ class Trainer:
         self._window.clear()
         self._window_steps = 0
         self._clock = (now, self.step)
+
+    def save_samples(self) -> None:
+        """A PNG grid of this iteration's generated samples and a `sample` event (rank 0)."""
+        if not self.dist.is_main:
+            return
+        from ..eval.grid import save_grid
+
+        x = self._generated[:64]
+        path = save_grid(x, self.run_dir / "samples" / f"step_{self.step:07d}.png")
+        self.emit("sample", path=str(path.relative_to(self.run_dir)), n=len(x),
+                  source="this iteration's sampler output (x_q)", during_training=True)
 
     def log_energy(self) -> None:
         stats = self.monitor.flush()

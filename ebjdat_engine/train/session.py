@@ -139,8 +139,8 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     try:
         with control.StopFlag() as stop:
             status = trainer.fit(stop, resumed_from)
-        if status == "stopped":
-            code = stop.exit_code() if stop.requested else 1
+        if status == "stopped":  # a signal: 128 + signum; a control/stop request: 0
+            code = stop.exit_code() if stop.requested else 0
         else:
             code = EXIT_COLLAPSED if status == "collapsed" else 0
         return RunResult(status, path, code)
