@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import REPO, ebjdat
 from ebjdat_engine.recipe import from_toml_text, resolve
 from ebjdat_engine.train.events import read_events
-
-
-def test_help_does_not_import_torch():
-    code = ("import sys, ebjdat_tui.cli as c\n"
-            "try:\n    c.app(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    assert "run" in res.stdout and "validate" in res.stdout
 
 
 def test_validate_reports_every_error_and_exits_2_writing_nothing(tmp_path):
