@@ -219,6 +219,10 @@ class Trainer:
             self.collapse_epoch = self.epoch
         fired_step, fired_epoch = self.step, self.epoch
         restored = self.rollback() if action == "rollback" else None
+        if not alarms:  # under torchrun: another rank's detectors fired
+            from ..monitor.collapse import Alarm
+
+            alarms = [Alarm("other_rank", action, "a collapse detector fired on another rank", {})]
         for alarm in alarms:  # stamped with the step at which the detectors fired
             self.events.emit("alarm", fired_step, fired_epoch, detector=alarm.detector,
                              policy=alarm.policy, message=alarm.message, values=alarm.values,
