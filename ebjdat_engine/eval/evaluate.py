@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import load_dataset
+from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
 from ..train.events import EventWriter
 from ..train.rundir import write_text_atomic
@@ -25,7 +25,7 @@ from .generation import buffer_of, draw_buffer, fresh_chains
 from .grid import save_grid
 from .landscape import energies, energy_landscape, plot_histogram
 from .loading import load_run
-from .robustness import EvalError, accuracy, autoattack_examples, parse_attacks, pgd_examples, pgd_protocol
+from .robustness import EvalError, parse_attacks, robust_accuracies
 
 SMALL_DATASETS = ("digits", "fashion-mnist")
 
@@ -35,15 +35,15 @@ def _say(log: Callable[[str], None] | None, text: str) -> None:
         log(text)
 
 
-def generation_block(run, x_gen: torch.Tensor, gen_info: dict[str, Any], device: torch.device,
-                     fid: str, inception_weights: str | None, log) -> dict[str, Any]:
+def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dict[str, Any],
+                     device: torch.device, fid: str, inception_weights: str | None,
+                     log) -> dict[str, Any]:
     """fd_ref (small datasets) and FID/KID/IS (torch-fidelity) of the generated samples."""
     from .fd_ref import fd_ref, reference_classifier
     from .fid import generation_metrics, inception_weights as find_weights
 
     data = run.recipe.data
     out: dict[str, Any] = {"samples": gen_info}
-    splits = load_dataset(data, device, run.recipe.run.seed)
     real = splits.train.images
     if data.name in SMALL_DATASETS:
         _say(log, "fd_ref: reference classifier features")
@@ -72,7 +72,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     started = time.time()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     eps_value = float(parse_budget(eps))
-    version, attack_list = parse_attacks(attacks)
+    parse_attacks(attacks)  # a bad list fails before anything is loaded
     run = load_run(path, ckpt, device)
     recipe, model = run.recipe, run.model
     if recipe.runtime.threads:  # the run's CPU thread count (tiny models: 1 is fastest)
@@ -84,15 +84,8 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     y = test.labels[:n]
     torch.manual_seed(seed)
 
-    _say(log, f"clean accuracy on {n} test images")
-    clean_acc = accuracy(model, x, y)
-    _say(log, f"PGD-{pgd_steps} at eps {eps} ({norm})")
-    x_pgd = pgd_examples(model, x, y, eps=eps_value, steps=pgd_steps, norm=norm)
-    pgd_acc = accuracy(model, x_pgd, y)
-    _say(log, f"AutoAttack ({version}: {', '.join(attack_list)}) at eps {eps}")
-    x_aa, aa_protocol = autoattack_examples(model, x, y, eps=eps_value, norm=norm, attacks=attack_list,
-                                            version=version, seed=seed)
-    aa_acc = accuracy(model, x_aa, y)
+    robust, x_pgd = robust_accuracies(model, x, y, eps=eps_value, eps_text=eps, attacks=attacks,
+                                      norm=norm, pgd_steps=pgd_steps, seed=seed, log=log)
 
     n_gen = n_samples or min(n, 1000)
     source = samples if samples != "auto" else ("buffer" if buffer_of(run) is not None else "fresh")
@@ -100,7 +93,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     if source == "buffer":
         x_gen, gen_info = draw_buffer(run, n_gen, seed)
     else:
-        x_gen, gen_info = fresh_chains(run, n_gen, device, seed=seed)
+        x_gen, gen_info = fresh_chains(run, n_gen, device, seed=seed, splits=splits)
     pops = {"clean": energies(model, x), "adversarial": energies(model, x_pgd),
             "generated": energies(model, x_gen.to(device))}
     landscape = energy_landscape(pops)
@@ -112,15 +105,13 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
         "checkpoint": {"kind": run.checkpoint_kind, "path": str(run.checkpoint_path), "step": run.step},
         "method": recipe.method.name, "profile": recipe.method.profile,
         "dataset": recipe.data.name, "split": "test", "n": n,
-        "clean_acc": clean_acc, "pgd_acc": pgd_acc, "aa_acc": aa_acc,
-        "protocol": {
-            "clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
-            "pgd": pgd_protocol(eps_value, eps, pgd_steps, norm, n),
-            "autoattack": aa_protocol,
-        },
+        "clean_acc": robust["clean_acc"], "pgd_acc": robust["pgd_acc"], "aa_acc": robust["aa_acc"],
+        "protocol": {"clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
+                     **robust["protocol"]},
         "energy": landscape,
     }
-    result["generation"] = generation_block(run, x_gen, gen_info, device, fid, inception_weights, log)
+    result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
+                                            inception_weights, log)
     result["device"] = str(device)
     result["duration_s"] = round(time.time() - started, 2)
     result["time"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_dataset
+from ..data import DataSplits, load_dataset
 from ..samplers import ReplayBuffer, bn_mode, generative_pgd, pyld, sgld
 from .loading import LoadedRun
 
@@ -52,9 +52,11 @@ def draw_buffer(run: LoadedRun, n: int, seed: int = 0) -> tuple[torch.Tensor, di
 
 
 def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | None = None,
-                 klass: int | None = None, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+                 klass: int | None = None, seed: int = 0,
+                 splits: DataSplits | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """New chains from the run's buffer-init distribution, run with the run's sampler settings
-    (PYLD for JEM++ bases, DAT's generative PGD for DAT, SGLD otherwise), BatchNorm in eval mode."""
+    (PYLD for JEM++ bases, DAT's generative PGD for DAT, SGLD otherwise), BatchNorm in eval mode.
+    `splits`: the run's data when the caller has loaded it already (data-fitted inits need it)."""
     recipe, model = run.recipe, run.model.to(device).eval()
     s, m = recipe.sampler, recipe.method
     steps = steps if steps is not None else DEFAULT_FRESH_STEPS
@@ -62,7 +64,7 @@ def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | N
     train_images = train_labels = None
     n_classes = int(run.checkpoint["n_classes"])
     if s.buffer_init in ("class_gaussian", "data_noise"):
-        splits = load_dataset(recipe.data, device, recipe.run.seed)
+        splits = splits or load_dataset(recipe.data, device, recipe.run.seed)
         train_images, train_labels = splits.train.images, splits.train.labels
     init = ReplayBuffer(max(n, n_classes), tuple(run.checkpoint["image_shape"]), device,
                         init=s.buffer_init, reinit_freq=0.0, train_images=train_images,

@@ -70,6 +70,29 @@ class _Capture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def robust_accuracies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                      eps_text: str, attacks: str = "standard", norm: str = "linf",
+                      pgd_steps: int = 20, seed: int = 0,
+                      log: Any = None) -> tuple[dict[str, Any], torch.Tensor]:
+    """Clean, PGD-k and AutoAttack accuracy of `model` on (x, y) with their protocols, and the
+    PGD examples (the energy landscape reuses them). Shared by `ebjdat eval` and the robust
+    evaluation during training."""
+    version, attack_list = parse_attacks(attacks)
+    say = log or (lambda _text: None)
+    say(f"clean accuracy on {len(x)} points")
+    clean = accuracy(model, x, y)
+    say(f"PGD-{pgd_steps} at eps {eps_text} ({norm})")
+    x_pgd = pgd_examples(model, x, y, eps=eps, steps=pgd_steps, norm=norm)
+    say(f"AutoAttack ({version}: {', '.join(attack_list)}) at eps {eps_text}")
+    x_aa, aa_protocol = autoattack_examples(model, x, y, eps=eps, norm=norm, attacks=attack_list,
+                                            version=version, seed=seed)
+    results = {"clean_acc": clean, "pgd_acc": accuracy(model, x_pgd, y),
+               "aa_acc": accuracy(model, x_aa, y),
+               "protocol": {"pgd": pgd_protocol(eps, eps_text, pgd_steps, norm, len(x)),
+                            "autoattack": aa_protocol}}
+    return results, x_pgd
+
+
 def autoattack_package() -> tuple[str, Any]:
     """fra31's `autoattack` when importable, else `pyautoattack` (the same attacks)."""
     try:

@@ -327,8 +327,7 @@ class Trainer:
     def robust_evaluate(self) -> dict[str, float]:
         """PGD-20 and an AutoAttack subset on a few validation (else test) points, as an
         `eval` event: a cheap robustness trace during training, with its protocol."""
-        from ..eval.robustness import (accuracy, autoattack_examples, parse_attacks, pgd_examples,
-                                       pgd_protocol)
+        from ..eval.robustness import robust_accuracies
 
         ev = self.recipe.eval
         name, split = ("valid", self.splits.valid) if self.splits.valid is not None else ("test", self.splits.test)
@@ -338,19 +337,13 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            clean = accuracy(model, x, y)
-            x_pgd = pgd_examples(model, x, y, eps=ev.eps.value, steps=20)
-            pgd_acc = accuracy(model, x_pgd, y)
-            version, attacks = parse_attacks(ev.attacks)
-            x_aa, protocol = autoattack_examples(model, x, y, eps=ev.eps.value, attacks=attacks,
-                                                 version=version, seed=self.recipe.run.seed)
-            aa_acc = accuracy(model, x_aa, y)
+            results, _ = robust_accuracies(model, x, y, eps=ev.eps.value, eps_text=str(ev.eps),
+                                           attacks=ev.attacks, seed=self.recipe.run.seed)
         finally:
             model.train(was_training)
-        self.emit("eval", split=name, clean_acc=clean, pgd_acc=pgd_acc, aa_acc=aa_acc, n=n,
-                  protocol={"pgd": pgd_protocol(ev.eps.value, str(ev.eps), 20, "linf", n),
-                            "autoattack": protocol, "checkpoint": "current"})
-        return {"pgd_acc": pgd_acc, "aa_acc": aa_acc}
+        results["protocol"]["checkpoint"] = "current"
+        self.emit("eval", split=name, n=n, **results)
+        return {"pgd_acc": results["pgd_acc"], "aa_acc": results["aa_acc"]}
 
     def end_of_epoch(self) -> None:
         epoch = self.step // self.steps_per_epoch
