@@ -95,7 +95,7 @@ def test_reference_profile_only_for_ebjdat(tiny_recipe):
     assert info.value.errors[0].startswith("$.method.profile:")
 
 
-def test_replay_buffer_is_checkpointed_and_resumed(tiny_recipe):
+def test_replay_buffer_is_in_the_checkpoint(tiny_recipe):
     from ebjdat_engine.train.checkpoint import load_checkpoint
 
     recipe = resolve(tiny_recipe, SMALL + ["method.name=jem"])
