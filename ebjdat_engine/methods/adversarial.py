@@ -5,6 +5,13 @@
 
 Madry's PGD-AT is w_ce = 0, w3 = 1 (recipes/baselines/pgd_at.toml). Attacks run with the
 parameters frozen and BatchNorm in `adversary.bn_mode`; budgets are in pixel units.
+
+With w_ce = 0 Madry's training forwards only x̃ in train mode, so the BatchNorm running statistics
+used at evaluation are those of adversarial batches. PGD-AT then still forwards the clean batch for
+its `acc` stat and clean energies, but without grad and with the running statistics frozen (batch
+statistics, as before; nothing in the running averages): a clean train-mode forward would leave
+them about half clean, half adversarial. TRADES needs the clean forward in its loss (the KL's
+target), and its reference trains on both batches in train mode, so it is unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from torch import nn
 
 from ..recipe import AdversaryConfig, MethodConfig
 from ..samplers import bn_mode, frozen_params, pgd, trades_attack
+from ..train.sam import bn_stats_frozen
 from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
 from .budgets import pixel_budget
 
@@ -45,7 +53,11 @@ class PGDAT(_Adversarial):
         return {"x_adv": x_adv}
 
     def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
-        logits, ce, acc = clean_forward(model, batch)
+        if self.weights["ce"] == 0.0:  # Madry: the clean batch must not touch the BN running stats
+            with torch.no_grad(), bn_stats_frozen(model):
+                logits, ce, acc = clean_forward(model, batch)
+        else:
+            logits, ce, acc = clean_forward(model, batch)
         logits_adv = model(samples["x_adv"]).float()
         ce_adv = F.cross_entropy(logits_adv, batch.y)
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
