@@ -129,6 +129,21 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     raise typer.Exit(result.exit_code)
 
 
+def _beside_text(metric: dict, key: str, spec: str, beats: str = "beats_init") -> str:
+    """'(floor 0.50 held-out test n=300, init 1.79 class_gaussian n=1000; beats init)' for a
+    generation metric of `ebjdat eval`, or '' when it has no floor and baseline."""
+    floor, init = metric.get("floor") or {}, metric.get("init_baseline") or {}
+    parts = []
+    if floor.get(key) is not None:
+        parts.append(f"floor {floor[key]:{spec}} held-out test n={floor.get('n', '?')}")
+    if init.get(key) is not None:
+        parts.append(f"init {init[key]:{spec}} {init.get('init', '?')} n={init.get('n', '?')}")
+    if not parts:
+        return ""
+    verdict = {True: "; beats init", False: "; NOT better than init"}.get(metric.get(beats), "")
+    return f"({', '.join(parts)}{verdict})"
+
+
 @app.command("eval")
 def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
           ckpt: str = typer.Option("best", "--ckpt", help="'best' (falls back to 'last'), 'last' or a checkpoint path."),
@@ -136,13 +151,15 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           attacks: str = typer.Option("standard", "--attacks", help="'standard' AutoAttack, or a comma list: apgd-ce,apgd-t,fab-t,square,apgd-dlr,fab."),
           eps: str = typer.Option("8/255", "--eps", help="Budget in pixel units of [0, 1] images."),
           norm: str = typer.Option("linf", "--norm", help="'linf' or 'l2'."),
-          fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID with torch-fidelity (default: on a GPU only; Inception costs ~0.2 s/image on a CPU)."),
+          fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID with torch-fidelity, for the samples, the floor and the init baseline (default: on a GPU only; Inception costs ~0.2 s/image on a CPU)."),
           inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="torch-fidelity Inception weights file (offline)."),
           samples: str = typer.Option("auto", "--samples", help="Generated samples from 'buffer', 'fresh' chains, or 'auto' (buffer when the run has one)."),
           device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
-          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts and of the samples.")) -> None:
-    """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID."""
+          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws.")) -> None:
+    """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
+
+    Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""
     import json as _json
 
     from ebjdat_engine.eval.evaluate import evaluate
@@ -177,17 +194,21 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     typer.echo(f"{result['method']} ({result['profile']} profile) on {result['dataset']}, checkpoint "
                f"{result['checkpoint']['kind']} step {result['checkpoint']['step']}, {result['n']} test points")
     typer.echo(f"  clean       {result['clean_acc']:.4f}")
-    typer.echo(f"  PGD-{p['pgd']['steps']:<7d}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
+    typer.echo(f"  {'PGD-' + str(p['pgd']['steps']):<12}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
     typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   ({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
     e = result["energy"]
     typer.echo("  energy      " + "  ".join(f"{k} {e[k]['mean']:.3f}" for k in ("clean", "adversarial", "generated")))
     typer.echo("  gaps        " + "  ".join(f"{k} {v:.3f}" for k, v in e["gaps"].items()))
     gen = result["generation"]
     if "fd_ref" in gen:
-        typer.echo(f"  fd_ref      {gen['fd_ref']['fd_ref']:.4f}   ({gen['samples']['source']}, {gen['fd_ref']['feature_network']})")
+        fd = gen["fd_ref"]
+        typer.echo(f"  fd_ref      {fd['fd_ref']:.4f}   {_beside_text(fd, 'fd_ref', '.4f')}")
+        typer.echo(f"              {gen['samples']['source']} vs {fd.get('reference_set', 'train split')}; "
+                   f"{fd['feature_network']}")
     fid_block = gen.get("fid", {})
     if fid_block.get("fid") is not None:
-        typer.echo(f"  FID         {fid_block['fid']:.3f}   KID {fid_block.get('kid_mean')}")
+        typer.echo(f"  FID         {fid_block['fid']:.3f}   {_beside_text(fid_block, 'fid', '.3f')}")
+        typer.echo(f"  KID         {fid_block['kid_mean']:.5f}   {_beside_text(fid_block, 'kid_mean', '.5f', 'kid_beats_init')}")
     else:
         typer.echo(f"  FID         not computed: {fid_block.get('skipped') or fid_block.get('unavailable')}")
     if "files" in result:

@@ -38,6 +38,11 @@ def event_line(event: dict[str, Any]) -> str | None:
                 f"({event.get('steps_per_epoch')}/epoch){resumed} -> {event.get('run_dir')}")
     if kind == "eval":
         return f"eval  step {event['step']}: {event.get('split')} clean_acc {_fmt(event.get('clean_acc'), 4)} (n={event.get('n')})"
+    if kind == "generation":
+        ref = event.get("reference") or {}
+        trained = f"; reference CNN trained in {ref['seconds']:.1f} s" if ref.get("trained_now") else ""
+        return (f"gen   step {event['step']}: fd_ref {_fmt(event.get('fd_ref'))} (init {_fmt(event.get('init_baseline'))}, "
+                f"floor {_fmt(event.get('floor'))}, n={event.get('n')}){trained}")
     if kind == "checkpoint":
         return None
     if kind == "alarm":

@@ -33,6 +33,15 @@ SHORT_GAP = {"clean_minus_adversarial": "c−a", "clean_minus_generated": "c−g
              "adversarial_minus_generated": "a−g"}
 
 
+def eval_block(event: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The eval-mode probe of an `energy` event (its ``eval_mode`` block), or None (an older run,
+    or a run with monitor.probe_n = 0: only the train-mode statistics)."""
+    block = (event or {}).get("eval_mode")
+    if isinstance(block, dict) and isinstance(block.get("populations"), dict) and block["populations"]:
+        return block
+    return None
+
+
 def as_float(value: Any) -> float | None:
     """A JSON number (or the "nan"/"inf" strings the event log writes) as a float; else None."""
     if isinstance(value, bool) or value is None:
@@ -135,12 +144,22 @@ def describe(event: dict[str, Any]) -> str | None:
             if event.get("source"):
                 parts.append(f"[{event['source']}]")
             return " ".join(parts)
-        if kind == "energy":
-            pops = event.get("populations") or {}
+        if kind == "energy":  # the eval-mode probe when there is one, else the train-mode window
+            block = eval_block(event) or event
+            pops = block.get("populations") or {}
             means = "  ".join(f"{SHORT_POP.get(p, p)} {fmt(v.get('mean'), 3)}" for p, v in pops.items()
                               if isinstance(v, dict))
-            gaps = "  ".join(f"{SHORT_GAP.get(k, k)} {fmt(v, 3)}" for k, v in (event.get("gaps") or {}).items())
-            return f"energy step {step}: {means}" + (f"  gaps {gaps}" if gaps else "")
+            gaps = "  ".join(f"{SHORT_GAP.get(k, k)} {fmt(v, 3)}" for k, v in (block.get("gaps") or {}).items())
+            mode = "eval mode" if block is not event else "train mode"
+            return f"energy step {step} ({mode}): {means}" + (f"  gaps {gaps}" if gaps else "")
+        if kind == "generation":
+            line = (f"generation step {step}: fd_ref {fmt(event.get('fd_ref'), 4)} (init "
+                    f"{fmt(event.get('init_baseline'), 4)}, floor {fmt(event.get('floor'), 4)}; "
+                    f"n={event.get('n', '?')}, {event.get('source', '?')})")
+            ref = event.get("reference")
+            if isinstance(ref, dict) and ref.get("trained_now"):
+                line += f"; reference CNN trained in {fmt(ref.get('seconds'), 3)} s"
+            return line
         if kind == "checkpoint":
             return f"checkpoint {event.get('kind', '?')} at step {step} -> {event.get('path', '?')}"
         if kind == "sample":
@@ -167,7 +186,10 @@ class RunSnapshot:
     epoch: float | None = None
     steps_per_s: float | None = None
     energy: dict[str, Any] | None = None
-    gaps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    gaps: dict[str, tuple[float, ...]] = field(default_factory=dict)       # train mode, per event
+    eval_gaps: dict[str, tuple[float, ...]] = field(default_factory=dict)  # eval-mode probe, per event
+    generation: dict[str, Any] | None = None                               # the latest `generation` event
+    fd_ref: tuple[float, ...] = ()                                         # its fd_ref over the run
     evals: tuple[dict[str, Any], ...] = ()
     alarms: tuple[dict[str, Any], ...] = ()
     end: dict[str, Any] | None = None
@@ -194,10 +216,20 @@ class RunSnapshot:
         t1 = as_float((self.end or {}).get("time")) if self.end else self.last_time
         return t1 - t0 if t0 is not None and t1 is not None else None
 
+    def energy_view(self) -> tuple[dict[str, Any] | None, dict[str, tuple[float, ...]], str]:
+        """(statistics, gap series, 'eval' | 'train') the energy panel draws: the latest event's
+        eval-mode probe when it has one, else its train-mode window (older runs, probe off)."""
+        block = eval_block(self.energy)
+        if block is not None:
+            merged = {"range": (self.energy or {}).get("range"), **block}
+            return merged, self.eval_gaps, "eval"
+        return self.energy, self.gaps, "train"
+
 
 #: events whose step is the training loop's current step
-STEP_TYPES = frozenset({"start", "metrics", "energy", "checkpoint", "end"})
-KNOWN_TYPES = frozenset({"start", "metrics", "energy", "eval", "checkpoint", "alarm", "sample", "end"})
+STEP_TYPES = frozenset({"start", "metrics", "energy", "generation", "checkpoint", "end"})
+KNOWN_TYPES = frozenset({"start", "metrics", "energy", "generation", "eval", "checkpoint", "alarm", "sample",
+                         "end"})
 
 
 class RunState:
@@ -211,6 +243,9 @@ class RunState:
         self.series: dict[str, Series] = {}
         self.energy: dict[str, Any] | None = None
         self.gaps: dict[str, Series] = {}
+        self.eval_gaps: dict[str, Series] = {}
+        self.generation: dict[str, Any] | None = None
+        self.fd_ref = Series(series_cap)
         self.evals: list[dict[str, Any]] = []
         self.alarms: list[dict[str, Any]] = []
         self.end: dict[str, Any] | None = None
@@ -262,7 +297,7 @@ class RunState:
         self.end = None  # a resumed run starts again
         self._clock.clear()
         if event.get("resumed_from") is None:  # a fresh start: forget series of a previous life
-            for s in (*self.series.values(), *self.gaps.values()):
+            for s in (*self.series.values(), *self.gaps.values(), *self.eval_gaps.values(), self.fd_ref):
                 s.clear()
 
     def _on_metrics(self, event: dict[str, Any]) -> None:
@@ -288,6 +323,18 @@ class RunState:
             v = as_float(value)
             if v is not None:
                 self.gaps.setdefault(name, Series(self.series_cap)).add(v)
+        block = eval_block(event)
+        for name, value in ((block or {}).get("gaps") or {}).items():
+            v = as_float(value)
+            if v is not None:
+                self.eval_gaps.setdefault(name, Series(self.series_cap)).add(v)
+
+    def _on_generation(self, event: dict[str, Any]) -> None:
+        v = as_float(event.get("fd_ref"))
+        if v is None:
+            return
+        self.generation = event
+        self.fd_ref.add(v)
 
     def _on_eval(self, event: dict[str, Any]) -> None:
         self.evals.append(event)
@@ -334,6 +381,8 @@ class RunState:
             metrics=self.metrics, series={k: s.values() for k, s in self.series.items()},
             step=self.step, total=self.total, epoch=self.epoch, steps_per_s=self.steps_per_s,
             energy=self.energy, gaps={k: s.values() for k, s in self.gaps.items()},
+            eval_gaps={k: s.values() for k, s in self.eval_gaps.items()},
+            generation=self.generation, fd_ref=self.fd_ref.values(),
             evals=tuple(self.evals), alarms=tuple(self.alarms), end=self.end,
             checkpoint=self.checkpoint, sample_path=sample_path, log=log,
             recipe_text=recipe_text, meta=dict(meta or {}), first_time=self.first_time,

@@ -46,6 +46,7 @@ control_every = 1
 
 [monitor]
 every = 5
+probe_n = 32           # the eval-mode probe: small, to keep tests fast
 
 [eval]
 every_epochs = 1

@@ -48,21 +48,57 @@ def test_dashboard_shows_the_recorded_run(finished_run: Path, size):
     async def script(pilot):
         await wait_for(pilot, shown(pilot, "FINISHED"), what="status")
         text = screen_text(pilot.app)
-        assert "step 60/60" in text and "100%" in text and "351 img/s" in text
+        assert "step 60/60" in text and "100%" in text and "440 img/s" in text
         assert "ebjdat·jempp" in text and "standard" in text
         for term in ("loss", "px", "l2", "ce", "h2", "ce_adv", "acc"):  # the loss terms, with values
             assert f"\n{term} " in text
-        assert "1.773" in text  # latest loss
-        assert "■clean 0.293" in text and "■adv 0.197" in text and "■gen -0.308" in text  # energy means
-        assert "c−a" in text and "c−g" in text  # gaps over time
+        assert "1.697" in text  # latest loss
+        # the energy panel: the eval-mode probe of the last energy event (means, latest gaps)
+        assert "energy E(x), eval mode" in text
+        assert "■clean 0.636" in text and "■adv 0.729" in text and "■gen 0.7" in text
+        assert "c−a" in text and " -0.093 " in text and "c−g" in text and " -0.0641" in text
+        # the generation trace beside them: fd_ref, its init baseline and its floor
+        assert "fd_ref ▂" in text and "10.2 init 2.1 floor 0.496" in text
         # eval numbers with their protocols
-        assert "PGD-20   0.73  linf 8/255 n=100" in text
-        assert "AA       0.73  apgd-ce 8/255 n=100" in text
-        assert "fd_ref   9.29" in text and "not computed" in text
+        assert "PGD-20   0.77  linf 8/255 n=200" in text
+        assert "AA       0.77  apgd-ce 8/255 n=200" in text
+        assert "fd_ref   6.48" in text and "not computed" in text
         assert "end: finished at step 60" in text or size == (80, 24)
         assert not pilot.app.query_one(AlarmBanner).display
 
     run_app(create_app(attach=finished_run, **FAST), script, size=size)
+
+
+def test_an_older_run_shows_train_mode_energies_and_no_generation_trace(tmp_path: Path):
+    run = copy_run(tmp_path / "old")
+    path = run / "events.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    for e in events:
+        e.pop("eval_mode", None)
+    path.write_text("".join(json.dumps(e) + "\n" for e in events if e["type"] != "generation"))
+    train = next(e for e in reversed(events) if e["type"] == "energy")["populations"]
+
+    async def script(pilot):
+        await wait_for(pilot, shown(pilot, "FINISHED"))
+        text = screen_text(pilot.app)
+        assert "energy E(x), train mode" in text and "eval mode" not in text
+        assert f"■clean {train['clean']['mean']:.3g}" in text  # the train-mode window's means
+        assert "fd_ref ▂" not in text and "init 2.1" not in text
+
+    run_app(create_app(attach=run, **FAST), script, size=(100, 30))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_the_generation_trace_follows_new_events(live_run: Path, size):
+    async def script(pilot):
+        await wait_for(pilot, shown(pilot, "RUNNING", "10.2 init 2.1 floor 0.496"))
+        append(live_run, {"type": "generation", "time": 1795352999.0, "step": 70, "epoch": 3.5,
+                          "metric": "fd_ref", "fd_ref": 1.25, "n": 300, "source": "replay buffer",
+                          "init_baseline": 2.1046771944926377, "floor": 0.49584618481429743})
+        await wait_for(pilot, shown(pilot, "1.25 init 2.1 floor 0.496"), what="the new fd_ref")
+        assert "generation step 70: fd_ref 1.25" in screen_text(pilot.app) or size == (80, 24)
+
+    run_app(create_app(attach=live_run, **FAST), script, size=size)
 
 
 def test_alarm_banner_appears_when_the_stream_has_an_alarm(finished_run: Path):

@@ -51,6 +51,60 @@ def test_run_state_folds_the_recorded_stream():
     assert set(state.series) >= {"loss", "px", "l2", "ce", "h2", "ce_adv", "acc", "lr"}
     assert set(state.gaps) == {"clean_minus_adversarial", "clean_minus_generated"}
     assert {e.get("source") for e in state.evals} == {None, "ebjdat eval"}
+    # the eval-mode probe of every energy event, and the generation trace
+    assert set(state.eval_gaps) == {"clean_minus_adversarial", "clean_minus_generated",
+                                    "adversarial_minus_generated"}
+    assert len(state.eval_gaps["clean_minus_generated"].values()) == 6
+    assert len(state.fd_ref.values()) == 6 and state.generation["step"] == 60
+    snap = state.snapshot("finished")
+    block, gaps, mode = snap.energy_view()
+    assert mode == "eval" and block is not None and gaps is snap.eval_gaps
+    assert block["populations"]["clean"]["mean"] == state.energy["eval_mode"]["populations"]["clean"]["mean"]
+    assert block["range"] == state.energy["range"]
+
+
+def test_the_recorded_eval_mode_gaps_are_those_ebjdat_eval_reported_at_its_checkpoint():
+    """The recorded `ebjdat eval --n 200` (best.pt, step 40) and the energy event of step 40
+    measured the same probe: the same 200 test images, PGD examples and buffer slots."""
+    events = read_events(RECORDED)
+    report = next(e for e in events if e["type"] == "eval" and e.get("source") == "ebjdat eval")
+    live = next(e for e in events if e["type"] == "energy" and e["step"] == report["step"])
+    assert live["eval_mode"]["probe"]["n"] == report["n"] == 200
+    for name, value in report["energy_gaps"].items():
+        assert live["eval_mode"]["gaps"][name] == pytest.approx(value, rel=0.1)  # the goal: within 10 %
+        assert live["eval_mode"]["gaps"][name] == pytest.approx(value, rel=1e-6)  # in fact equal
+
+
+def test_old_runs_fall_back_to_train_mode_energies():
+    events = [e for e in read_events(RECORDED) if e["type"] != "generation"]
+    for e in events:
+        e.pop("eval_mode", None)
+    state = RunState(Path("x"))
+    state.apply_all(events)
+    snap = state.snapshot("finished")
+    block, gaps, mode = snap.energy_view()
+    assert mode == "train" and block is state.energy and gaps is snap.gaps and not snap.eval_gaps
+    assert snap.generation is None and snap.fd_ref == ()
+
+
+def test_log_lines_of_energy_and_generation_events():
+    events = read_events(RECORDED)
+    state = RunState(Path("x"))
+    state.apply_all(events)
+    lines = list(state.log)
+    energy = [line for line in lines if line.startswith("energy step 60")]
+    assert energy == [next(line for line in lines if line.startswith("energy step 60 (eval mode): clean 0.636"))]
+    gen = [line for line in lines if line.startswith("generation step")]
+    assert len(gen) == 6 and "fd_ref 10.23 (init 2.105, floor 0.4958; n=300, replay buffer)" in gen[-1]
+    old = dict(next(e for e in events if e["type"] == "energy"))
+    old.pop("eval_mode")
+    state.apply(old)
+    assert state.log[-1].startswith("energy step 10 (train mode): clean")
+    state.apply({"type": "generation", "time": 1.0, "step": 70, "epoch": 3.5, "fd_ref": 1.5, "n": 40,
+                 "source": "latest training negatives", "init_baseline": None, "floor": 0.3,
+                 "reference": {"trained_now": True, "seconds": 4.2}})
+    assert state.log[-1] == ("generation step 70: fd_ref 1.5 (init —, floor 0.3; n=40, latest training "
+                             "negatives); reference CNN trained in 4.2 s")
 
 
 def test_run_state_tolerates_unknown_and_malformed_events():
@@ -182,6 +236,37 @@ def test_run_dir_names_follow_the_engine(tmp_path: Path):
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
+def test_generation_row_scales_between_floor_and_baseline_and_fits_narrow_panels():
+    from ebjdat_tui.widgets.generation import generation_line, scaled_sparkline
+
+    assert scaled_sparkline([0.0, 5.0, 10.0], 3, 0.0, 10.0) == BLOCKS[0] + BLOCKS[4] + BLOCKS[-1]
+    assert scaled_sparkline([20.0, -5.0], 2, 0.0, 10.0) == BLOCKS[-1] + BLOCKS[0]  # clipped
+    event = {"fd_ref": 1.2, "init_baseline": 2.0, "floor": 0.5}
+    row = generation_line(event, (2.0, 1.6, 1.2), 40)
+    assert row.plain.startswith("fd_ref ") and row.plain.endswith("1.2 init 2 floor 0.5")
+    assert row.plain[7] == BLOCKS[-1]  # the first point sits at the init baseline: the top
+    assert any("green" in str(span.style) for span in row.spans)  # beats the baseline
+    narrow = generation_line(event, (2.0, 1.6, 1.2), 24)
+    assert len(narrow.plain) <= 24 and "i2" in narrow.plain and "f0.5" in narrow.plain
+    assert generation_line(None, (), 40) is None
+
+
+def test_energy_panel_drops_the_generation_row_first_when_short():
+    event = {"populations": {"clean": {"hist": [0, 5, 5, 0], "mean": -1.0}},
+             "gaps": {}, "range": [-4.0, 4.0]}
+    gen = generation_line_for_test()
+    tall = histogram_lines(event, {"clean_minus_generated": (0.1, 0.2)}, 40, 9, gen)
+    assert tall[-1].plain.startswith("fd_ref") and len(tall) == 9
+    short = histogram_lines(event, {"clean_minus_generated": (0.1, 0.2)}, 40, 6, gen)
+    assert not any(line.plain.startswith("fd_ref") for line in short) and len(short) == 6
+
+
+def generation_line_for_test():
+    from ebjdat_tui.widgets.generation import generation_line
+
+    return generation_line({"fd_ref": 1.0, "init_baseline": 2.0, "floor": 0.5}, (1.5, 1.0), 40)
+
+
 def test_energy_histogram_mixes_overlapping_populations():
     hist = [0] * 10
     clean, adv, gen = list(hist), list(hist), list(hist)
@@ -201,9 +286,9 @@ def test_energy_histogram_mixes_overlapping_populations():
 def test_eval_rows_carry_their_protocol():
     events = read_events(RECORDED)
     rows = {r[0]: r for r in eval_rows(tuple(e for e in events if e["type"] == "eval"))}
-    assert rows["AA"][1:3] == ("0.73", "apgd-ce 8/255 n=100")
-    assert rows["PGD-20"][1:3] == ("0.73", "linf 8/255 n=100")
-    assert rows["fd_ref"][1] == "9.29" and rows["FID"][1:3] == ("—", "not computed")
+    assert rows["AA"][1:3] == ("0.77", "apgd-ce 8/255 n=200")
+    assert rows["PGD-20"][1:3] == ("0.77", "linf 8/255 n=200")
+    assert rows["fd_ref"][1] == "6.48" and rows["FID"][1:3] == ("—", "not computed")
     standard = {"type": "eval", "step": 1, "aa_acc": 0.5, "n": 200,
                 "protocol": {"autoattack": {"version": "standard", "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
                                             "eps": 8 / 255}}}
@@ -213,12 +298,12 @@ def test_eval_rows_carry_their_protocol():
 def test_summarize_and_ls(tmp_path: Path):
     run = copy_run(tmp_path / "runs" / "quickstart-rec")
     s = summarize(run)
-    assert (s.method, s.status, s.step, s.total, s.clean_acc, s.aa_acc) == ("ebjdat/jempp", "finished", 60, 60, 0.93, 0.73)
+    assert (s.method, s.status, s.step, s.total, s.clean_acc, s.aa_acc) == ("ebjdat/jempp", "finished", 60, 60, 0.905, 0.77)
     out = ebjdat("ls", str(tmp_path / "runs"))
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()
     assert header.split() == ["run", "method", "status", "step", "loss", "clean", "AA", "age"]
-    assert row.split()[:7] == ["quickstart-rec", "ebjdat/jempp", "finished", "60/60", "1.952", "0.93", "0.73"]
+    assert row.split()[:7] == ["quickstart-rec", "ebjdat/jempp", "finished", "60/60", "1.844", "0.905", "0.77"]
     missing = ebjdat("ls", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no runs directory" in missing.stderr
 

@@ -2,7 +2,8 @@
 
 Clean accuracy, PGD-k (ε, step ε/4, random start, projection, eval mode), AutoAttack (fra31's
 attacks on [0, 1] images -> logits, checks on), the energy landscape (clean / adversarial /
-generated) and generation metrics (fd_ref for small datasets, FID/KID with torch-fidelity).
+generated) and generation metrics (fd_ref for small datasets, FID/KID with torch-fidelity),
+each beside its floor (held-out test images) and its no-learning baseline (the init distribution).
 Results go to `RUN/eval/<time>.json` (+ an energy histogram and a sample grid as PNG) and, in
 short, to an `eval` event in `RUN/events.jsonl`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +23,7 @@ from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
 from ..train.events import EventWriter
 from ..train.rundir import write_text_atomic
-from .generation import buffer_of, draw_buffer, fresh_chains
+from .generation import buffer_of, draw_buffer, fresh_chains, init_baseline
 from .grid import save_grid
 from .landscape import energies, energy_landscape, plot_histogram
 from .loading import load_run
@@ -35,30 +37,82 @@ def _say(log: Callable[[str], None] | None, text: str) -> None:
         log(text)
 
 
+#: What a floor of fewer images than the generated set means for a Fréchet distance.
+SMALL_FLOOR_NOTE = ("fewer real images than generated ones: a Fréchet distance is biased upward at "
+                    "small n, so this floor is somewhat high")
+
+
+def _beside(metric: dict[str, Any], keys: tuple[str, ...], floor: dict[str, Any],
+            floor_info: dict[str, Any], init: dict[str, Any], init_info: dict[str, Any]) -> None:
+    """Put the floor's and the init baseline's values of `keys` beside `metric` (in place)."""
+    metric["floor"] = {**{k: floor[k] for k in keys if k in floor}, **floor_info}
+    metric["init_baseline"] = {**{k: init[k] for k in keys if k in init}, **init_info}
+
+
 def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dict[str, Any],
                      device: torch.device, fid: str, inception_weights: str | None,
-                     log) -> dict[str, Any]:
-    """fd_ref (small datasets) and FID/KID/IS (torch-fidelity) of the generated samples."""
-    from .fd_ref import fd_ref, reference_classifier
+                     log, seed: int = 0) -> dict[str, Any]:
+    """fd_ref (small datasets) and FID/KID/IS (torch-fidelity) of the generated samples, each
+    beside its floor and its no-learning baseline (DESIGN.md §6), same metric, same reference set:
+
+    * ``floor``: held-out real images (the test split's first ``min(n generated, n test)``);
+    * ``init_baseline``: as many fresh draws as generated samples from the run's init
+      distribution (`init_baseline`, seeded with `seed`); ``beats_init``: metric < baseline.
+    """
+    from .fd_ref import fd_ref, reference_classifier, reference_features
     from .fid import generation_metrics, inception_weights as find_weights
 
     data = run.recipe.data
     out: dict[str, Any] = {"samples": gen_info}
-    real = splits.train.images
-    if data.name in SMALL_DATASETS:
-        _say(log, "fd_ref: reference classifier features")
-        clf = reference_classifier(data, device, None)
-        out["fd_ref"] = fd_ref(x_gen.to(device), real, clf)
-        out["fd_ref"]["reference_set"] = f"{data.name} train split ({len(real)} images)"
     run_fid = fid == "on" or (fid == "auto" and device.type == "cuda")
+    skipped = {"fid": None, "skipped": "--no-fid" if fid == "off" else
+               "on the CPU Inception costs ~0.2 s per image; pass --fid to compute it anyway"}
+    if data.name not in SMALL_DATASETS and not run_fid:
+        out["fid"] = skipped
+        return out  # no metric: no floor, no baseline draws
+    real = splits.train.images
+    reference_set = f"{data.name} train split ({len(real)} images)"
+    n_gen = int(x_gen.shape[0])
+    test = splits.test
+    n_floor = min(n_gen, len(test))
+    x_floor = test.images[:n_floor]
+    floor_info: dict[str, Any] = {
+        "n": n_floor,
+        "source": f"held-out real images: the first {n_floor} of the {len(test)} images of the "
+                  f"{data.name} test split"}
+    if n_floor < n_gen:
+        floor_info["note"] = SMALL_FLOOR_NOTE
+    x_init, init_info = init_baseline(run, n_gen, device, seed=seed, splits=splits)
+    init_info = {"n": init_info["n"], "source": init_info["source"], "init": init_info["init"],
+                 "seed": init_info["seed"]}
+    if data.name in SMALL_DATASETS:
+        _say(log, "fd_ref: reference classifier features (generated, floor, init baseline)")
+        clf = reference_classifier(data, device, None)
+        real_features = reference_features(real, clf)
+        metric = fd_ref(x_gen.to(device), real, clf, real_features=real_features)
+        metric["reference_set"] = reference_set
+        floor = fd_ref(x_floor, real, clf, real_features=real_features)
+        init = fd_ref(x_init, real, clf, real_features=real_features)
+        _beside(metric, ("fd_ref",), floor, floor_info, init, init_info)
+        metric["beats_init"] = bool(metric["fd_ref"] < init["fd_ref"])
+        out["fd_ref"] = metric
     if not run_fid:
-        out["fid"] = {"fid": None, "skipped": "--no-fid" if fid == "off" else
-                      "on the CPU Inception costs ~0.2 s per image; pass --fid to compute it anyway"}
+        out["fid"] = skipped
         return out
     weights = find_weights(inception_weights, None)
     _say(log, "FID/KID: Inception features (torch-fidelity)")
-    metrics = generation_metrics(x_gen, real, weights=weights, device=device)
-    metrics["reference_set"] = f"{data.name} train split ({len(real)} images)"
+    with tempfile.TemporaryDirectory(prefix="ebjdat-fid-") as cache:  # real features, computed once
+        metrics = generation_metrics(x_gen, real, weights=weights, device=device, real_cache_dir=cache)
+        metrics["reference_set"] = reference_set
+        if metrics.get("fid") is not None:
+            _say(log, f"FID/KID floor: {n_floor} held-out test images")
+            floor = generation_metrics(x_floor, real, weights=weights, device=device, real_cache_dir=cache)
+            _say(log, f"FID/KID init baseline: {n_gen} {init_info['init']} draws")
+            init = generation_metrics(x_init, real, weights=weights, device=device, real_cache_dir=cache)
+            keys = ("fid", "kid_mean", "kid_std", "kid_subset_size", "is_mean", "is_std", "seconds")
+            _beside(metrics, keys, floor, floor_info, init, init_info)
+            metrics["beats_init"] = bool(metrics["fid"] < init["fid"])
+            metrics["kid_beats_init"] = bool(metrics["kid_mean"] < init["kid_mean"])
     out["fid"] = metrics
     return out
 
@@ -111,7 +165,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
         "energy": landscape,
     }
     result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
-                                            inception_weights, log)
+                                            inception_weights, log, seed=seed)
     result["device"] = str(device)
     result["duration_s"] = round(time.time() - started, 2)
     result["time"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -146,6 +200,7 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
     events = EventWriter(run.run_dir)
     try:
         gen = result.get("generation", {})
+        fd, fi = gen.get("fd_ref") or {}, gen.get("fid") or {}
         events.emit("eval", run.step, float(run.checkpoint.get("epoch", 0.0)), split="test", source="ebjdat eval",
                     clean_acc=result["clean_acc"], pgd_acc=result["pgd_acc"], aa_acc=result["aa_acc"],
                     n=result["n"], checkpoint=result["checkpoint"]["kind"],
@@ -155,7 +210,11 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
                     energy_means={k: v["mean"] for k, v in result["energy"].items()
                                   if isinstance(v, dict) and "mean" in v},
                     energy_gaps=result["energy"]["gaps"],
-                    fd_ref=(gen.get("fd_ref") or {}).get("fd_ref"), fid=(gen.get("fid") or {}).get("fid"),
+                    fd_ref=fd.get("fd_ref"), fd_ref_floor=(fd.get("floor") or {}).get("fd_ref"),
+                    fd_ref_init=(fd.get("init_baseline") or {}).get("fd_ref"),
+                    fid=fi.get("fid"), fid_floor=(fi.get("floor") or {}).get("fid"),
+                    fid_init=(fi.get("init_baseline") or {}).get("fid"),
+                    gen_init=(fd.get("init_baseline") or fi.get("init_baseline") or {}).get("init"),
                     path=_relative(result.get("files", {}).get("json"), run.run_dir))
     finally:
         events.close()

@@ -186,17 +186,23 @@ def reference_features(images: Tensor, classifier: nn.Module, batch_size: int = 
     return torch.cat(out).to(torch.float64)
 
 
-def fd_ref(fake: Tensor, real: Tensor, classifier: nn.Module, batch_size: int = 500) -> dict:
+def fd_ref(fake: Tensor, real: Tensor, classifier: nn.Module, batch_size: int = 500, *,
+           real_features: Tensor | None = None) -> dict:
     """Fréchet distance between `fake` and `real` images in the reference classifier's features.
 
     `fake` and `real` are (N, C, H, W) image tensors, float in [0, 1] or uint8 (each at least 2
-    images). Returns {"fd_ref", "feature_network", "n_fake", "n_real"}.
+    images). `real_features`: ``reference_features(real, classifier)`` when the caller has them
+    already (several sets against one reference set); `real` is then only counted.
+    Returns {"fd_ref", "feature_network", "n_fake", "n_real"}.
     """
     if fake.shape[0] < 2 or real.shape[0] < 2:
         raise ValueError(f"fd_ref needs at least 2 images per set, got {fake.shape[0]} fake and "
                          f"{real.shape[0]} real")
-    value = frechet_distance_features(reference_features(fake, classifier, batch_size),
-                                      reference_features(real, classifier, batch_size))
+    if real_features is None:
+        real_features = reference_features(real, classifier, batch_size)
+    elif real_features.shape[0] != real.shape[0]:
+        raise ValueError(f"real_features has {real_features.shape[0]} rows for {real.shape[0]} real images")
+    value = frechet_distance_features(reference_features(fake, classifier, batch_size), real_features)
     info = getattr(classifier, "fd_ref_info", None)
     if info is not None:
         network = (f"ebjdat reference CNN (cnn w2 bn) trained on {info['dataset']}, "

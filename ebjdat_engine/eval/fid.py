@@ -288,7 +288,8 @@ class _ImageDataset(torch.utils.data.Dataset):
 
 def generation_metrics(fake: Tensor, real: Tensor, *, weights: str | Path | None,
                        device: torch.device | str = "cpu", kid_subset_size: int = 1000,
-                       isc: bool = True, batch_size: int = 64) -> dict:
+                       isc: bool = True, batch_size: int = 64,
+                       real_cache_dir: str | Path | None = None) -> dict:
     """FID, KID (and IS of `fake` when the weights have logits) of `fake` against `real`.
 
     `fake`, `real`: image tensors (N, 1 or 3, H, W), float in [0, 1] or uint8, any size, at
@@ -296,6 +297,11 @@ def generation_metrics(fake: Tensor, real: Tensor, *, weights: str | Path | None
     ``{"fid": None, "unavailable": ...}`` instead of raising. The KID subset size is capped at
     the smaller set. Returns {"fid", "kid_mean", "kid_std", "kid_subset_size", "is_mean",
     "is_std" (or "is": "unavailable: ..."), "feature_network", "n_fake", "n_real", "seconds"}.
+
+    `real_cache_dir`: a directory owned by the caller where torch-fidelity keeps the Inception
+    features of `real` between calls, so that several fake sets measured against one reference
+    set (generated samples, the floor, the init baseline) pay for it once. The cache entry is
+    named only by the directory: use a fresh directory per reference set and weights file.
     """
     if weights is None:
         return {"fid": None, "unavailable": UNAVAILABLE}
@@ -309,6 +315,9 @@ def generation_metrics(fake: Tensor, real: Tensor, *, weights: str | Path | None
     has_logits = weights_have_logits(weights)
     do_isc = bool(isc and has_logits)
     subset = min(int(kid_subset_size), n_fake, n_real)
+    cache: dict = {"cache": False}
+    if real_cache_dir is not None:  # only input2 (real) has a cache name: input1 is never cached
+        cache = {"cache": True, "cache_root": str(real_cache_dir), "input2_cache_name": "ebjdat-real"}
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -317,7 +326,7 @@ def generation_metrics(fake: Tensor, real: Tensor, *, weights: str | Path | None
             fid=True, kid=True, isc=do_isc, feature_extractor=EXTRACTOR,
             feature_extractor_weights_path=str(weights), kid_subset_size=subset,
             isc_splits=min(10, n_fake), batch_size=batch_size, cuda=device.type == "cuda",
-            save_cpu_ram=True, verbose=False, cache=False)
+            save_cpu_ram=True, verbose=False, **cache)
     out: dict = {
         "fid": float(metrics["frechet_inception_distance"]),
         "kid_mean": float(metrics["kernel_inception_distance_mean"]),

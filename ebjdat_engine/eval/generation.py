@@ -3,6 +3,9 @@
 The JEM papers report FID on the replay buffer (ALGORITHMS.md §8.3); fresh short-run chains
 from the init distribution are the stricter test. Every result records which it was, how many
 steps, and any class conditioning.
+
+`init_baseline` draws from the same init distribution without running any chain: what "no
+learning" scores under a generation metric (DESIGN.md §6), reported beside every such number.
 """
 
 from __future__ import annotations
@@ -51,6 +54,47 @@ def draw_buffer(run: LoadedRun, n: int, seed: int = 0) -> tuple[torch.Tensor, di
                                  "filtering": "none"}
 
 
+def init_distribution(run: LoadedRun) -> str:
+    """The distribution the run's samples start from: DAT's negatives start from uniform noise
+    (`generative_pgd` on ``torch.rand``), every other method from ``sampler.buffer_init``."""
+    return "uniform" if run.recipe.method.name == "dat" else run.recipe.sampler.buffer_init
+
+
+def _init_buffer(run: LoadedRun, init: str, size: int, device: torch.device,
+                 splits: DataSplits | None, generator: torch.Generator | None = None) -> ReplayBuffer:
+    """A ReplayBuffer of the run's image shape whose `init_draws` are the run's init distribution."""
+    recipe = run.recipe
+    n_classes = int(run.checkpoint["n_classes"])
+    train_images = train_labels = None
+    if init in ("class_gaussian", "data_noise"):
+        splits = splits or load_dataset(recipe.data, device, recipe.run.seed)
+        train_images, train_labels = splits.train.images, splits.train.labels
+    return ReplayBuffer(size, tuple(run.checkpoint["image_shape"]), device, init=init,
+                        reinit_freq=0.0, train_images=train_images, train_labels=train_labels,
+                        n_classes=n_classes, generator=generator)
+
+
+def init_baseline(run: LoadedRun, n: int, device: torch.device, *, seed: int = 0,
+                  splits: DataSplits | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`n` fresh draws (fp32 [0, 1], on `device`) from the run's init distribution, no chain run:
+    the no-learning baseline of a generation metric. 'class_gaussian' fits the per-class Gaussians
+    on the run's train split, 'data_noise' perturbs its train images (``samplers/buffer.py``).
+    Draws come from a private generator seeded with `seed` (the global RNG is left alone), so the
+    baseline is reproducible and does not shift any other random number of the evaluation."""
+    init = init_distribution(run)
+    method = run.recipe.method.name
+    generator = torch.Generator(device=device).manual_seed(seed)
+    buffer = _init_buffer(run, init, 1, device, splits, generator)
+    x = buffer.init_draws(n)
+    if method == "dat":
+        why = "DAT's negatives start from uniform noise"
+    elif buffer_of(run) is not None:
+        why = "the sampler's init"
+    else:
+        why = f"the init of the fresh chains; {method} trains no sampler"
+    return x.detach(), {"source": f"{init} draws ({why})", "init": init, "n": int(n), "seed": seed}
+
+
 def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | None = None,
                  klass: int | None = None, seed: int = 0,
                  splits: DataSplits | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -61,14 +105,8 @@ def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | N
     s, m = recipe.sampler, recipe.method
     steps = steps if steps is not None else DEFAULT_FRESH_STEPS
     torch.manual_seed(seed)
-    train_images = train_labels = None
     n_classes = int(run.checkpoint["n_classes"])
-    if s.buffer_init in ("class_gaussian", "data_noise"):
-        splits = splits or load_dataset(recipe.data, device, recipe.run.seed)
-        train_images, train_labels = splits.train.images, splits.train.labels
-    init = ReplayBuffer(max(n, n_classes), tuple(run.checkpoint["image_shape"]), device,
-                        init=s.buffer_init, reinit_freq=0.0, train_images=train_images,
-                        train_labels=train_labels, n_classes=n_classes)
+    init = _init_buffer(run, s.buffer_init, max(n, n_classes), device, splits)
     if klass is not None and s.buffer_init == "class_gaussian":
         x0 = init.class_draws(torch.full((n,), klass, dtype=torch.long, device=device))
     else:
@@ -91,5 +129,5 @@ def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | N
                      grad_clamp=s.grad_clamp, input_std=recipe.model.input_std, clip=True)
             algorithm = (f"SGLD ({steps} steps, step {s.step_size}, noise {s.noise_std}, "
                          f"clamp {s.grad_clamp})")
-    return x.detach(), {"source": "fresh chains", "n": n, "init": s.buffer_init, "steps": steps,
+    return x.detach(), {"source": "fresh chains", "n": n, "init": init_distribution(run), "steps": steps,
                         "algorithm": algorithm, "class": klass, "bn_mode": "eval", "seed": seed}

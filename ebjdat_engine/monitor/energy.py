@@ -1,5 +1,11 @@
 """Energy statistics per population (clean, adversarial, generated), gathered on the device.
 
+These are *train-mode* energies: the ones the methods compute in their training forwards, with
+BatchNorm in train mode, so each population is normalised by its own batch statistics (a shift
+of one population's mean against another's is partly hidden). The `energy` event labels them
+``"mode": "train"``; the eval-mode probe (`probe.py`, the event's ``eval_mode`` block) measures
+what `ebjdat eval` measures.
+
 `update` runs every step and only adds into device tensors (a fixed-range histogram and the
 count, sum and sum of squares); `flush` copies everything out in one transfer every
 `monitor.every` steps. Quantiles are those of the latest batch (a window of samples would need

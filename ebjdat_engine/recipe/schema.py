@@ -264,6 +264,31 @@ class MonitorConfig:
                                "no extra sampling, the buffer is not touched) to samples/ every this "
                                "many steps (0: off; methods without a generator write none).",
                                check=at_least(0))
+    probe_n: int = field(200, "Eval-mode energy probe written with every energy event: E(x) in eval mode "
+                         "(BatchNorm running statistics, as `ebjdat eval`) of the first probe_n images "
+                         "of `probe_split`, their PGD examples and probe_n generated samples (fixed "
+                         "replay-buffer slots; DAT: its latest negatives). Costs about "
+                         "probe_n * (3 * probe_attack_steps + 3) forward-equivalents per event, in "
+                         "fp32, on rank 0 only (0: off).", check=at_least(0))
+    probe_split: str = field("test", "Held-out images of the probe and of the generation trace's floor: "
+                             "'test' (the first test images, exactly those `ebjdat eval --n probe_n` "
+                             "measures, so the gaps agree with its report) or 'valid' (the validation "
+                             "split, else test; keeps test images out of training, but its gaps differ "
+                             "from `ebjdat eval`'s by the sampling noise between two image sets).",
+                             check=one_of("test", "valid"))
+    probe_attack_steps: int = field(20, "PGD steps of the probe's adversarial examples (eval.eps, step "
+                                    "eps/4, random start, linf: `ebjdat eval`'s PGD-20 protocol at 20). "
+                                    "Each step is one forward and backward of probe_n images.",
+                                    check=at_least(1))
+    gen_every: int = field(200, "Generation trace: fd_ref of the current generated samples every this many "
+                           "steps and at the end, as `generation` events, beside the sampler's init "
+                           "distribution (no-learning baseline) and held-out images (floor). Only for "
+                           "datasets with fd_ref (digits, fashion-mnist) and methods that generate; the "
+                           "reference classifier is trained on first use and cached (0: off).",
+                           check=at_least(0))
+    gen_n: int = field(500, "Generated samples of the generation trace (fixed replay-buffer slots; DAT: "
+                       "its latest negatives), capped by the held-out images available; the baseline "
+                       "and the floor use the same number.", check=at_least(2))
     collapse: CollapseConfig = field(CollapseConfig, "Collapse detectors and policies.", factory=True)
 
 

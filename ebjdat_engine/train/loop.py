@@ -5,6 +5,10 @@ sums them with the recipe's weights, backpropagates and steps. Nothing in the st
 the host: losses and statistics stay on the device and are copied out every `train.log_every`
 (metrics) and `monitor.every` (energies) steps. Between steps the loop only checks Python flags
 (signals) and, every `train.control_every` steps, the `control/` directory.
+
+Measurements that need the model in eval mode run between steps, on rank 0, with forked RNGs (a
+run takes the same steps with them on or off): the eval-mode energy probe with every energy
+event (`monitor.probe_n`) and the generation trace (`monitor.gen_every`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from ..eval.clean import clean_accuracy
 from ..methods import Batch, Method
 from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
 from ..monitor.energy import EnergyMonitor
+from ..monitor.generated import GeneratedSource
+from ..monitor.generation import GenerationTrace
+from ..monitor.probe import EnergyProbe
 from ..recipe import Recipe, to_toml
 from . import control, distributed
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rng_state, save_atomic, set_rng_state
@@ -79,6 +86,12 @@ class Trainer:
         self.schedule = build_schedule(recipe.optim, base_optimizer, self.steps_per_epoch)
         self.scaler = grad_scaler(recipe.runtime, device)
         self.monitor = EnergyMonitor(recipe.monitor, device)
+        # eval-mode measurements between steps: rank 0 only, never a collective
+        self.generated_source = GeneratedSource(method)
+        self.probe = EnergyProbe.for_splits(recipe.monitor, splits, eps=recipe.eval.eps.value,
+                                            eps_text=str(recipe.eval.eps)) if dist.is_main else None
+        self.gen_trace = GenerationTrace(recipe.monitor, recipe.data, splits, self.generated_source,
+                                         device) if dist.is_main else None
         self.collapse = CollapseMonitor(recipe.monitor.collapse, splits.n_classes, device)
         self.rollbacks = RollbackBudget(recipe.monitor.collapse.max_rollbacks)
         self.lr_scale = 1.0
@@ -181,6 +194,8 @@ class Trainer:
                 self.log_metrics()
             if self.monitor.due(self.step):
                 self.log_energy()
+            if self.gen_trace is not None and self.gen_trace.due(self.step):
+                self.log_generation()
             every = self.recipe.monitor.samples_every
             if every and self.step % every == 0 and self._generated is not None:
                 self.save_samples()
@@ -303,9 +318,21 @@ class Trainer:
                   source="this iteration's sampler output (x_q)", during_training=True)
 
     def log_energy(self) -> None:
+        """The `energy` event: the window's train-mode statistics (the methods' own forwards,
+        BatchNorm in train mode) and, on rank 0, the eval-mode probe (`eval_mode`)."""
         stats = self.monitor.flush()
-        if stats is not None:
-            self.emit("energy", **stats)
+        if stats is None:
+            return
+        if self.probe is not None:
+            generated = self.generated_source.take(self.probe.n, self._generated)
+            stats["eval_mode"] = self.probe.measure(self.model, generated)
+        self.emit("energy", mode="train", **stats)
+
+    def log_generation(self) -> None:
+        """A `generation` event: fd_ref of the current generated samples, its baseline and floor."""
+        fields = self.gen_trace.measure(self.step, self._generated) if self.gen_trace is not None else None
+        if fields is not None:
+            self.emit("generation", **fields)
 
     def evaluate(self) -> dict[str, float]:
         """Clean accuracy on the validation split (else the test split) and, at the end, test."""
@@ -392,6 +419,8 @@ class Trainer:
     def finish(self) -> str:
         self.log_metrics()
         self.log_energy()
+        if self.gen_trace is not None and self.gen_trace.enabled and self.gen_trace.last_step != self.step:
+            self.log_generation()
         if self._last_eval_step != self.step:
             results = self.evaluate()
             if "valid_acc" in results and results["valid_acc"] > self.best.get("value", -1.0):

@@ -1,5 +1,9 @@
 """The three energy histograms (clean, adversarial, generated) overlaid, their means marked,
-and the gaps over time.
+the gaps over time and, below them, the generation trace (fd_ref against its baseline and floor).
+
+The panel draws the energy event's eval-mode probe (BatchNorm running statistics, a fixed probe
+set: what `ebjdat eval` measures) and says "eval mode" in its title; runs without the probe
+(older runs, monitor.probe_n = 0) show the train-mode window, titled "train mode".
 
 Each cell holds two vertical sub-pixels (▀ with a foreground and a background colour); a
 sub-pixel covered by several populations gets the additive mix of their colours, so overlap
@@ -16,6 +20,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from ..runs import POPULATIONS, SHORT_GAP, SHORT_POP, RunSnapshot, as_float, fmt
+from .generation import generation_line
 from .sparkline import sparkline
 
 POP_BIT = {"clean": 1, "adversarial": 2, "generated": 4}
@@ -40,9 +45,12 @@ def visible_bins(hists: list[list[float]], bins: int) -> tuple[int, int]:
 
 
 def histogram_lines(energy: dict[str, Any] | None, gaps: dict[str, tuple[float, ...]],
-                    width: int, height: int) -> list[Text]:
+                    width: int, height: int, generation: Text | None = None) -> list[Text]:
+    """The panel's rows: histogram, axis with the means, legend, gap sparklines and, when given,
+    the `generation` row (dropped first, then gaps, legend, axis as the height shrinks)."""
     if not energy or not isinstance(energy.get("populations"), dict):
-        return [Text("no energy statistics yet (monitor.every)", style="dim")]
+        lines = [Text("no energy statistics yet (monitor.every)", style="dim")]
+        return lines + ([generation] if generation is not None and height >= 2 else [])
     pops = {p: v for p, v in energy["populations"].items() if isinstance(v, dict) and v.get("hist")}
     order = [p for p in POPULATIONS if p in pops] + [p for p in pops if p not in POPULATIONS]
     bins = len(pops[order[0]]["hist"]) if order else 0
@@ -50,7 +58,8 @@ def histogram_lines(energy: dict[str, Any] | None, gaps: dict[str, tuple[float, 
     lo, hi = as_float(lo), as_float(hi)
     if not order or bins == 0 or lo is None or hi is None or hi <= lo:
         return [Text("energy event without histograms", style="dim")]
-    extra_rows = [r for r, need in (("axis", 2), ("legend", 3), ("gaps", 4)) if height >= need + 2]
+    wanted = (("axis", 2), ("legend", 3), ("gaps", 4)) + ((("gen", 5),) if generation is not None else ())
+    extra_rows = [r for r, need in wanted if height >= need + 2]
     plot_h = max(height - len(extra_rows), 1)
     hists = {p: [float(c) for c in pops[p]["hist"]] for p in order}
     first, last = visible_bins(list(hists.values()), bins)
@@ -111,6 +120,8 @@ def histogram_lines(energy: dict[str, Any] | None, gaps: dict[str, tuple[float, 
         lines.append(legend)
     if "gaps" in extra_rows:
         lines.append(gap_line(energy, gaps, width))
+    if "gen" in extra_rows and generation is not None:
+        lines.append(generation)
     return lines
 
 
@@ -131,8 +142,12 @@ def gap_line(energy: dict[str, Any], gaps: dict[str, tuple[float, ...]], width: 
     return line
 
 
+MODE_TITLE = {"eval": "energy E(x), eval mode", "train": "energy E(x), train mode"}
+
+
 class EnergyHistogram(Widget):
-    """Energies E(x) = -logsumexp l(x) of the latest monitor window, per population."""
+    """Energies E(x) = -logsumexp l(x) of the latest energy event, per population: its eval-mode
+    probe when present, else its train-mode window; and the generation trace below."""
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
@@ -140,15 +155,22 @@ class EnergyHistogram(Widget):
         self.border_title = "energy E(x)"
 
     def show(self, snapshot: RunSnapshot) -> None:
-        changed = self.snapshot is None or snapshot.energy is not self.snapshot.energy
+        old = self.snapshot
+        changed = (old is None or snapshot.energy is not old.energy
+                   or snapshot.generation is not old.generation)
         self.snapshot = snapshot
         if changed:
             if snapshot.energy:
+                _, _, mode = snapshot.energy_view()
+                self.border_title = MODE_TITLE[mode]
                 self.border_subtitle = f"step {snapshot.energy.get('step', '?')}"
             self.refresh()
 
     def render(self) -> Text:
         s = self.snapshot
-        lines = histogram_lines(s.energy if s else None, s.gaps if s else {}, max(self.size.width, 8),
-                                max(self.size.height, 1))
-        return Text("\n").join(lines)
+        width, height = max(self.size.width, 8), max(self.size.height, 1)
+        if s is None:
+            return Text("\n").join(histogram_lines(None, {}, width, height))
+        energy, gaps, _ = s.energy_view()
+        gen = generation_line(s.generation, s.fd_ref, width)
+        return Text("\n").join(histogram_lines(energy, gaps, width, height, gen))

@@ -11,6 +11,16 @@ from ..runs import RunSnapshot, fmt
 from .eval_table import aa_text, clean_text, pgd_text
 
 
+def baseline_lines(e: dict[str, Any], key: str) -> list[Text]:
+    """The floor and init baseline of generation metric `key` under its line (none in older events)."""
+    floor, init = e.get(f"{key}_floor"), e.get(f"{key}_init")
+    if floor is None and init is None:
+        return []
+    what = str(e["gen_init"]) if e.get("gen_init") else "init distribution"
+    return [Text(f"    init   {fmt(init, 4)}  {what}", style="grey70"),
+            Text(f"    floor  {fmt(floor, 4)}  held-out test", style="grey70")]
+
+
 def history_lines(evals: tuple[dict[str, Any], ...]) -> list[Text]:
     if not evals:
         return [Text("no evaluations yet; e asks the job for one", style="dim")]
@@ -30,8 +40,11 @@ def history_lines(evals: tuple[dict[str, Any], ...]) -> list[Text]:
             lines.append(Text(f"  AA  {fmt(e['aa_acc'], 4)}  {aa_text(e)}{pkg}"))
         if e.get("fd_ref") is not None:
             lines.append(Text(f"  fd_ref  {fmt(e['fd_ref'], 4)}  (reference-CNN features; not FID)"))
+            lines += baseline_lines(e, "fd_ref")
         if "fid" in e:
             lines.append(Text(f"  FID  {fmt(e['fid'], 4) if e['fid'] is not None else 'not computed'}"))
+            if e["fid"] is not None:
+                lines += baseline_lines(e, "fid")
         if e.get("energy_gaps"):
             gaps = "  ".join(f"{k.replace('_minus_', '−')} {fmt(v, 3)}" for k, v in e["energy_gaps"].items())
             lines.append(Text(f"  gaps  {gaps}", style="grey70"))

@@ -1,4 +1,5 @@
-"""Evaluation numbers as they arrive, each with its protocol: clean, PGD, AutoAttack, fd_ref, FID."""
+"""Evaluation numbers as they arrive, each with its protocol: clean, PGD, AutoAttack, fd_ref, FID
+(the generation metrics beside their floor, held-out test images, and their init baseline)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ def clean_text(event: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def baseline_text(event: dict[str, Any], key: str, digits: int = 3) -> str | None:
+    """'init 1.79 floor 0.5 (init class_gaussian)' for a generation metric `key` ('fd_ref', 'fid')
+    of an `ebjdat eval` event: the value of draws from the run's init distribution and of held-out
+    test images (the order of the generation trace); None when the event carries neither (older
+    events)."""
+    floor, init = as_float(event.get(f"{key}_floor")), as_float(event.get(f"{key}_init"))
+    if floor is None and init is None:
+        return None
+    what = [f"(init {event['gen_init']})"] if event.get("gen_init") else []
+    return " ".join([f"init {fmt(init, digits)}", f"floor {fmt(floor, digits)}"] + what)
+
+
 def eval_rows(evals: tuple[dict[str, Any], ...]) -> list[tuple[str, str, str, int | None]]:
     """(label, value, protocol, step) for the latest of each number."""
     rows = []
@@ -62,13 +75,26 @@ def eval_rows(evals: tuple[dict[str, Any], ...]) -> list[tuple[str, str, str, in
         rows.append(("AA", fmt(e["aa_acc"], 3), aa_text(e), e.get("step")))
     e = _latest(evals, "fd_ref")
     if e:
-        rows.append(("fd_ref", fmt(e["fd_ref"], 3), "ref-CNN feats, not FID", e.get("step")))
+        rows.append(("fd_ref", fmt(e["fd_ref"], 3), baseline_text(e, "fd_ref") or "ref-CNN feats, not FID",
+                     e.get("step")))
     e = _latest(evals, "fid")
     if e:
         value = as_float(e.get("fid"))
-        rows.append(("FID", fmt(value, 4) if value is not None else "—",
-                     "Inception" if value is not None else "not computed", e.get("step")))
+        protocol = (baseline_text(e, "fid") or "Inception") if value is not None else "not computed"
+        rows.append(("FID", fmt(value, 4) if value is not None else "—", protocol, e.get("step")))
     return rows
+
+
+def _fit(text: str, room: int) -> str:
+    """`text` in `room` cells, cut after a whole word with '…' (never inside a number)."""
+    if len(text) <= room:
+        return text
+    if room <= 1:
+        return "…"[:max(room, 0)]
+    cut = text[:room - 1]
+    if " " in cut and text[room - 1] != " ":
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip() + "…"
 
 
 def eval_lines(evals: tuple[dict[str, Any], ...], width: int, height: int) -> list[Text]:
@@ -83,7 +109,9 @@ def eval_lines(evals: tuple[dict[str, Any], ...], width: int, height: int) -> li
         line.append(value.rjust(6) + "  ", "bold green" if value != "—" else "dim")
         at = f" @{step}" if step is not None else ""
         room = width - line.cell_len - len(at)
-        line.append(protocol[:max(room, 0)].ljust(max(room, 0)), "grey70")
+        if len(protocol) > room and at:  # the numbers of a long protocol before the step marker
+            room, at = room + len(at), ""
+        line.append(_fit(protocol, room).ljust(max(room, 0)), "grey70")
         line.append(at, "grey50")
         line.truncate(width)
         lines.append(line)
