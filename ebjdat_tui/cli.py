@@ -153,6 +153,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           norm: str = typer.Option("linf", "--norm", help="'linf' or 'l2'."),
           fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID with torch-fidelity, for the samples, the floor and the init baseline (default: on a GPU only; Inception costs ~0.2 s/image on a CPU)."),
           inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="torch-fidelity Inception weights file (offline)."),
+          n_samples: int = typer.Option(0, "--n-samples", help="Generated samples (and init-baseline draws) for fd_ref / FID (0: 1000); the energy landscape uses the first --n of them."),
           samples: str = typer.Option("auto", "--samples", help="Generated samples from 'buffer', 'fresh' chains, or 'auto' (buffer when the run has one)."),
           device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
@@ -182,7 +183,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     try:
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
-                          inception_weights=inception_weights, samples=samples, device=device,
+                          inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=device,
                           seed=seed, log=log)
     except (LoadError, EvalError, ValueError) as e:
         _err(f"ebjdat eval: {e}")
@@ -219,7 +220,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
 def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
            n: int = typer.Option(64, "--n", help="Number of samples."),
            klass: Optional[int] = typer.Option(None, "--class", help="Sample class K (class-conditional f(x, K) = l_K(x))."),
-           steps: Optional[int] = typer.Option(None, "--steps", help="Chain steps (default 100)."),
+           steps: Optional[int] = typer.Option(None, "--steps", help="Chain steps (default: the run's sampler.n_steps, the short run it was trained with)."),
            source: str = typer.Option("fresh", "--source", help="'fresh' chains or the run's replay 'buffer'."),
            ckpt: str = typer.Option("best", "--ckpt", help="'best', 'last' or a checkpoint path."),
            out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default RUN/samples/<time>.png)."),

@@ -115,6 +115,11 @@ def test_cli_eval_json_and_sample(trained, tmp_path):
     result = json.loads(res.stdout)
     assert result["aa_acc"] <= result["pgd_acc"] <= result["clean_acc"]
     assert result["generation"]["samples"]["source"] == "fresh chains"
+    # fresh chains run the short run the model was trained with (sampler.n_steps = 5), 1,000 of
+    # them for the generation metrics; the energy landscape takes the first --n
+    assert result["generation"]["samples"]["steps"] == 5
+    assert result["generation"]["fd_ref"]["n_fake"] == 1000
+    assert result["energy"]["generated"]["n"] == 40 == result["energy"]["clean"]["n"]
     out = tmp_path / "grid.png"
     res = ebjdat("sample", str(trained), "--n", "16", "--steps", "5", "--class", "3", "--out", str(out))
     assert res.returncode == 0, res.stderr

@@ -152,11 +152,11 @@ def test_fid_block_has_floor_and_init_baseline_with_the_same_keys(jem_run, monke
 # --- the text output --------------------------------------------------------------------------
 
 def test_cli_eval_prints_each_metric_beside_its_floor_and_init(jem_run):
-    res = ebjdat("eval", str(jem_run), "--n", "20", "--attacks", "apgd-ce", "--no-fid")
+    res = ebjdat("eval", str(jem_run), "--n", "20", "--attacks", "apgd-ce", "--no-fid", "--n-samples", "48")
     assert res.returncode == 0, res.stderr
     line = next(x for x in res.stdout.splitlines() if x.strip().startswith("fd_ref"))
-    assert re.fullmatch(r"  fd_ref      \d+\.\d{4}   \(floor \d+\.\d{4} held-out test n=20, "
-                        r"init \d+\.\d{4} uniform n=20; (beats init|NOT better than init)\)", line), line
+    assert re.fullmatch(r"  fd_ref      \d+\.\d{4}   \(floor \d+\.\d{4} held-out test n=48, "
+                        r"init \d+\.\d{4} uniform n=48; (beats init|NOT better than init)\)", line), line
     assert "replay buffer vs digits train split" in res.stdout
     assert "FID         not computed: --no-fid" in res.stdout
     helptext = ebjdat("eval", "--help")

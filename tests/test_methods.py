@@ -182,3 +182,28 @@ def test_stop_policy_ends_collapsed_with_a_checkpoint(tiny_recipe):
     assert any(e["type"] == "alarm" and e["action"] == "stop" for e in events)
     assert (result.run_dir / "checkpoints" / "collapsed.pt").exists()
     assert (result.run_dir / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("profile, expect_l2", [("standard", True), ("reference", False)])
+def test_sam_second_pass_keeps_the_l2_stabiliser_except_in_the_reference_profile(tiny_recipe, profile, expect_l2):
+    """SADA-JEM's code drops λ·(f̄(x_p)² + f̄(x_q)²) from SAM's second pass, whose gradient is the
+    update: then λ never stabilises anything (the quickstart's SADA-JEM diverged to E ≈ -4000).
+    The standard profile keeps it; the reference profile (EB-JDAT's released code) drops it."""
+    from ebjdat_engine.data import load_dataset
+    from ebjdat_engine.methods import Batch, MethodContext, build_method
+    from ebjdat_engine.models import build_model
+
+    recipe = resolve(tiny_recipe, SMALL + ["method.name=ebjdat", "method.base=sadajem", "method.l2_energy=0.1",
+                                           f'method.profile="{profile}"'])
+    splits = load_dataset(recipe.data, torch.device("cpu"), recipe.run.seed)
+    model = build_model(recipe.model, splits.image_shape, splits.n_classes)
+    method = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
+        device=torch.device("cpu"), n_classes=splits.n_classes, image_shape=splits.image_shape,
+        input_std=recipe.model.input_std))
+    x, y = splits.train.images[:16].float() / 255, splits.train.labels[:16]
+    batch = Batch(x, y, x)
+    samples = method.draw(model, batch)
+    first = method.terms(model, batch, samples)
+    second = method.terms(model, batch, samples, second_pass=True)
+    assert "l2" in first.terms
+    assert ("l2" in second.terms) is expect_l2

@@ -30,6 +30,8 @@ from .loading import load_run
 from .robustness import EvalError, parse_attacks, robust_accuracies
 
 SMALL_DATASETS = ("digits", "fashion-mnist")
+#: generated samples (and init-baseline draws) for the generation metrics unless `n_samples` says
+DEFAULT_GENERATED = 1000
 
 
 def _say(log: Callable[[str], None] | None, text: str) -> None:
@@ -141,7 +143,10 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     robust, x_pgd = robust_accuracies(model, x, y, eps=eps_value, eps_text=eps, attacks=attacks,
                                       norm=norm, pgd_steps=pgd_steps, seed=seed, log=log)
 
-    n_gen = n_samples or min(n, 1000)
+    # generation metrics use 1,000 samples by default whatever n is (a Fréchet distance is biased
+    # and noisy at a few hundred); the energy landscape uses the first n of them, so that every
+    # population has n points and the gaps are those of the training monitor's eval-mode probe
+    n_gen = n_samples or DEFAULT_GENERATED
     source = samples if samples != "auto" else ("buffer" if buffer_of(run) is not None else "fresh")
     _say(log, f"generated samples: {n_gen} from {source}")
     if source == "buffer":
@@ -149,7 +154,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     else:
         x_gen, gen_info = fresh_chains(run, n_gen, device, seed=seed, splits=splits)
     pops = {"clean": energies(model, x), "adversarial": energies(model, x_pgd),
-            "generated": energies(model, x_gen.to(device))}
+            "generated": energies(model, x_gen[:n].to(device))}
     landscape = energy_landscape(pops)
     landscape["adversarial_source"] = f"PGD-{pgd_steps} examples of the clean images"
     landscape["generated_source"] = gen_info
