@@ -43,12 +43,18 @@ def buffer_of(run: LoadedRun) -> torch.Tensor | None:
     return None
 
 
+def buffer_slots(size: int, n: int, seed: int = 0) -> torch.Tensor:
+    """The replay-buffer slots `ebjdat eval` scores: the first `n` of ``randperm(size)`` from a CPU
+    generator seeded `seed`. The training monitor reads the same slots of the live buffer."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(size, generator=g)[:n]
+
+
 def draw_buffer(run: LoadedRun, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
     buffer = buffer_of(run)
     if buffer is None:
         raise ValueError(f"method {run.recipe.method.name!r} keeps no replay buffer; use fresh chains")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(buffer), generator=g)[:n]
+    idx = buffer_slots(len(buffer), n, seed)
     return buffer[idx].float(), {"source": "replay buffer", "n": len(idx), "buffer_size": len(buffer),
                                  "filtering": "none"}
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..eval.generation import buffer_slots
 from ..samplers import ReplayBuffer
 
 #: `ebjdat eval`'s default --seed: the buffer slots and the PGD random start it uses
@@ -39,10 +40,8 @@ def seeded(device: torch.device, seed: int = PROBE_SEED) -> Iterator[None]:
 
 
 def fixed_slots(size: int, n: int, seed: int = PROBE_SEED) -> torch.Tensor:
-    """The buffer slots `ebjdat eval` draws (``randperm(size)`` of a CPU generator seeded
-    `seed`, first `n`); the same on every call."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(size, generator=g)[:n]
+    """The buffer slots `ebjdat eval` draws (`eval.generation.buffer_slots`); the same on every call."""
+    return buffer_slots(size, n, seed)
 
 
 def replay_buffer(method: Any) -> ReplayBuffer | None:

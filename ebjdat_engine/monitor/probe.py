@@ -33,21 +33,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..eval.landscape import energy_landscape
+from ..eval.landscape import energies as eval_energies, energy_landscape
 from ..eval.robustness import pgd_examples, pgd_protocol
-from ..models import energy
 from ..recipe import MonitorConfig
 from ..samplers import bn_mode
 from .generated import PROBE_SEED, GeneratedSource, seeded
 
 BATCH = 500  # the batch of `ebjdat eval`'s energies and PGD
 NORM = "linf"
-
-
-@torch.no_grad()
-def eval_energies(model: nn.Module, x: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
-    """E(x) = -logsumexp l(x) per image, fp32, no autocast, on the host (the caller sets eval mode)."""
-    return torch.cat([energy(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).cpu()
 
 
 def histogram(e: torch.Tensor, lo: float, hi: float, bins: int) -> list[int]:
@@ -121,4 +114,4 @@ class EnergyProbe:
                 "definition": landscape["definition"]}
 
 
-__all__ = ["EnergyProbe", "GeneratedSource", "eval_energies", "heldout_split", "histogram"]
+__all__ = ["EnergyProbe", "GeneratedSource", "heldout_split", "histogram"]

@@ -17,23 +17,7 @@ from typing import Any, Sequence
 from rich.text import Text
 
 from ..runs import as_float, fmt
-from .sparkline import BLOCKS, NONFINITE, resample
-
-
-def scaled_sparkline(values: Sequence[float], width: int, lo: float, hi: float) -> str:
-    """`values` across `width` cells on the fixed scale [lo, hi] (values outside are clipped)."""
-    points = resample(values, width)
-    span = hi - lo
-    chars = []
-    for v in points:
-        if not math.isfinite(v):
-            chars.append(NONFINITE)
-        elif span <= 1e-12 * max(abs(hi), 1.0):
-            chars.append(BLOCKS[3])
-        else:
-            level = int((v - lo) / span * len(BLOCKS))
-            chars.append(BLOCKS[min(max(level, 0), len(BLOCKS) - 1)])
-    return "".join(chars).ljust(width)
+from .sparkline import scaled_sparkline
 
 
 def generation_line(generation: dict[str, Any] | None, trace: Sequence[float], width: int) -> Text | None:

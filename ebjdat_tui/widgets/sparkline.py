@@ -28,12 +28,21 @@ def resample(values: Sequence[float], width: int) -> list[float]:
 
 
 def sparkline(values: Sequence[float], width: int) -> str:
-    """`values` drawn left to right across `width` cells."""
+    """`values` drawn left to right across `width` cells, scaled to their own range."""
     points = resample(values, width)
     finite = [v for v in points if math.isfinite(v)]
     if not finite:
         return (NONFINITE * len(points)).ljust(width)
-    lo, hi = min(finite), max(finite)
+    return _draw(points, width, min(finite), max(finite))
+
+
+def scaled_sparkline(values: Sequence[float], width: int, lo: float, hi: float) -> str:
+    """`values` across `width` cells on the fixed scale [lo, hi] (values outside are clipped)."""
+    return _draw(resample(values, width), width, lo, hi)
+
+
+def _draw(points: Sequence[float], width: int, lo: float, hi: float) -> str:
+    """One block per point on the scale [lo, hi]; a flat scale draws a middle block."""
     span = hi - lo
     chars = []
     for v in points:
@@ -42,5 +51,6 @@ def sparkline(values: Sequence[float], width: int) -> str:
         elif span <= 1e-12 * max(abs(hi), 1.0):
             chars.append(BLOCKS[3])
         else:
-            chars.append(BLOCKS[min(int((v - lo) / span * len(BLOCKS)), len(BLOCKS) - 1)])
+            level = int((v - lo) / span * len(BLOCKS))
+            chars.append(BLOCKS[min(max(level, 0), len(BLOCKS) - 1)])
     return "".join(chars).ljust(width)
