@@ -99,6 +99,21 @@ def test_n_valid_too_large_is_a_data_error() -> None:
         load_dataset(DataConfig(name="digits", n_valid=1497), CPU, seed=0)
 
 
+def test_n_train_keeps_a_seeded_subset_disjoint_from_validation(digits: DataSplits) -> None:
+    full = load_dataset(DataConfig(name="digits", n_valid=100), CPU, seed=0)
+    sub = load_dataset(DataConfig(name="digits", n_valid=100, n_train=500), CPU, seed=0)
+    assert sub.valid is not None and len(sub.train) == 500
+    assert torch.equal(sub.valid.images, full.valid.images)  # the same hold-out as without n_train
+    kept, held = _image_keys(sub.train), _image_keys(sub.valid)
+    assert set(kept) <= set(_image_keys(full.train)) and not set(kept) & set(held)
+    assert Counter(sub.train.labels.tolist()).keys() == set(range(10))  # a random subset: every class
+    only = load_dataset(DataConfig(name="digits", n_train=300), CPU, seed=0)
+    assert only.valid is None and len(only.train) == 300
+    assert torch.equal(sub.test.images, full.test.images)  # the test split never changes
+    with pytest.raises(DataError, match="data.n_train"):
+        load_dataset(DataConfig(name="digits", n_valid=100, n_train=1400), CPU, seed=0)
+
+
 # ------------------------------------------------------------------------------------------
 # DeviceLoader
 # ------------------------------------------------------------------------------------------

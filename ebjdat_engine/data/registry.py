@@ -64,16 +64,22 @@ def _to_split(images: np.ndarray, labels: np.ndarray, device: torch.device) -> I
     )
 
 
-def _validation_indices(n_train: int, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split range(n_train) into (kept, held out) by a permutation seeded with `seed`.
+def _validation_indices(n_train: int, n_valid: int, seed: int,
+                        keep: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split range(n_train) into (kept, held out) by a permutation seeded with `seed`; with
+    `keep` > 0 only that many of the rest are kept (the next ones of the same permutation).
 
     Both index arrays are sorted, so the kept training images keep their dataset order.
     """
     if n_valid >= n_train:
         raise DataError(f"data.n_valid={n_valid} must be smaller than the {n_train} training "
                         f"images; lower it with `--set data.n_valid=N`")
+    if keep and n_valid + keep > n_train:
+        raise DataError(f"data.n_train={keep} plus data.n_valid={n_valid} exceed the {n_train} training "
+                        f"images; lower data.n_train (0: all)")
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed)).numpy()
-    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+    kept = perm[n_valid:n_valid + keep] if keep else perm[n_valid:]
+    return np.sort(kept), np.sort(perm[:n_valid])
 
 
 def load_dataset(cfg: DataConfig, device: torch.device, seed: int) -> DataSplits:
@@ -92,9 +98,9 @@ def load_dataset(cfg: DataConfig, device: torch.device, seed: int) -> DataSplits
     device = torch.device(device)
     train_x, train_y = raw.train_images, raw.train_labels
     valid: ImageSplit | None = None
-    if cfg.n_valid > 0:
-        keep, held = _validation_indices(len(train_y), cfg.n_valid, seed)
-        valid = _to_split(train_x[held], train_y[held], device)
+    if cfg.n_valid > 0 or cfg.n_train > 0:
+        keep, held = _validation_indices(len(train_y), cfg.n_valid, seed, cfg.n_train)
+        valid = _to_split(train_x[held], train_y[held], device) if cfg.n_valid > 0 else None
         train_x, train_y = train_x[keep], train_y[keep]
     c, h, w = raw.train_images.shape[1:]
     return DataSplits(

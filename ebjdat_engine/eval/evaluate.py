@@ -123,8 +123,17 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
              eps: str = "8/255", norm: str = "linf", pgd_steps: int = 20, fid: str = "auto",
              inception_weights: str | None = None, samples: str = "auto", n_samples: int = 0,
              device: str | torch.device | None = None, seed: int = 0, write: bool = True,
+             robust_only: bool = False,
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict."""
+    """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict.
+
+    `robust_only`: clean, PGD and AutoAttack only (no energy landscape, no generation), e.g. for
+    a robustness curve over several ε. The call's options are stored under ``options`` (the
+    protocol `ebjdat study` and `ebjdat compare` match evaluations by) and the checkpoint's
+    file identity (size, mtime) under ``checkpoint``, so a changed checkpoint is noticed."""
+    options = {"ckpt": ckpt, "n": n, "attacks": attacks, "eps": eps, "norm": norm, "pgd_steps": pgd_steps,
+               "fid": fid, "samples": samples, "n_samples": n_samples or DEFAULT_GENERATED, "seed": seed,
+               "robust_only": robust_only}
     started = time.time()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     eps_value = float(parse_budget(eps))
@@ -142,6 +151,20 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
 
     robust, x_pgd = robust_accuracies(model, x, y, eps=eps_value, eps_text=eps, attacks=attacks,
                                       norm=norm, pgd_steps=pgd_steps, seed=seed, log=log)
+    stat = run.checkpoint_path.stat()
+    result: dict[str, Any] = {
+        "run": str(run.run_dir) if run.run_dir else None,
+        "checkpoint": {"kind": run.checkpoint_kind, "path": str(run.checkpoint_path), "step": run.step,
+                       "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "method": recipe.method.name, "profile": recipe.method.profile,
+        "dataset": recipe.data.name, "split": "test", "n": n,
+        "clean_acc": robust["clean_acc"], "pgd_acc": robust["pgd_acc"], "aa_acc": robust["aa_acc"],
+        "protocol": {"clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
+                     **robust["protocol"]},
+        "options": options,
+    }
+    if robust_only:
+        return _finish(result, run, started, device, write, pops=None, x_gen=None)
 
     # generation metrics use 1,000 samples by default whatever n is (a Fréchet distance is biased
     # and noisy at a few hundred); the energy landscape uses the first n of them, so that every
@@ -158,33 +181,43 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     landscape = energy_landscape(pops)
     landscape["adversarial_source"] = f"PGD-{pgd_steps} examples of the clean images"
     landscape["generated_source"] = gen_info
-
-    result: dict[str, Any] = {
-        "run": str(run.run_dir) if run.run_dir else None,
-        "checkpoint": {"kind": run.checkpoint_kind, "path": str(run.checkpoint_path), "step": run.step},
-        "method": recipe.method.name, "profile": recipe.method.profile,
-        "dataset": recipe.data.name, "split": "test", "n": n,
-        "clean_acc": robust["clean_acc"], "pgd_acc": robust["pgd_acc"], "aa_acc": robust["aa_acc"],
-        "protocol": {"clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
-                     **robust["protocol"]},
-        "energy": landscape,
-    }
+    # the raw energies (4 decimals), so a study can draw every arm's histograms in one figure
+    landscape["values"] = {k: [round(float(v), 4) for v in e.tolist()] for k, e in pops.items()}
+    result["energy"] = landscape
     result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
                                             inception_weights, log, seed=seed)
+    return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen)
+
+
+def _eval_stamp(out_dir: Path) -> str:
+    """A time stamp naming a new evaluation's files, unique within `out_dir` (two evaluations
+    in the same second, as a robustness curve makes, get -2, -3, ...)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    k, unique = 1, stamp
+    while (out_dir / f"{unique}.json").exists():
+        k += 1
+        unique = f"{stamp}-{k}"
+    return unique
+
+
+def _finish(result: dict[str, Any], run, started: float, device: torch.device, write: bool, *,
+            pops: dict[str, torch.Tensor] | None, x_gen: torch.Tensor | None) -> dict[str, Any]:
+    """Time the evaluation and, with `write`, store it in the run: the JSON (atomically), the
+    energy histogram and sample grid of a full evaluation, and an `eval` event."""
+    recipe = run.recipe
     result["device"] = str(device)
     result["duration_s"] = round(time.time() - started, 2)
     result["time"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
     if write and run.run_dir is not None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = run.run_dir / "eval"
         out_dir.mkdir(exist_ok=True)
-        hist = plot_histogram(pops, out_dir / f"{stamp}-energy.png",
-                              title=f"{recipe.method.name} ({recipe.data.name}), checkpoint {run.checkpoint_kind} "
-                                    f"step {run.step}")
-        grid = save_grid(x_gen[:64], out_dir / f"{stamp}-samples.png")
-        result["files"] = {"json": str(out_dir / f"{stamp}.json"), "energy_histogram": str(hist),
-                           "samples": str(grid)}
+        stamp = _eval_stamp(out_dir)
+        result["files"] = {"json": str(out_dir / f"{stamp}.json")}
+        if pops is not None and x_gen is not None:
+            result["files"]["energy_histogram"] = str(plot_histogram(
+                pops, out_dir / f"{stamp}-energy.png",
+                title=f"{recipe.method.name} ({recipe.data.name}), checkpoint {run.checkpoint_kind} step {run.step}"))
+            result["files"]["samples"] = str(save_grid(x_gen[:64], out_dir / f"{stamp}-samples.png"))
         write_text_atomic(out_dir / f"{stamp}.json", json.dumps(result, indent=2) + "\n")
         append_eval_event(run, result)
     return result
@@ -212,9 +245,10 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
                     protocol={"pgd": {k: result["protocol"]["pgd"][k] for k in ("attack", "eps_text", "norm")},
                               "autoattack": {k: result["protocol"]["autoattack"][k]
                                              for k in ("package", "version", "attacks")}},
-                    energy_means={k: v["mean"] for k, v in result["energy"].items()
+                    energy_means={k: v["mean"] for k, v in result.get("energy", {}).items()
                                   if isinstance(v, dict) and "mean" in v},
-                    energy_gaps=result["energy"]["gaps"],
+                    energy_gaps=result.get("energy", {}).get("gaps"),
+                    robust_only=bool(result.get("options", {}).get("robust_only")),
                     fd_ref=fd.get("fd_ref"), fd_ref_floor=(fd.get("floor") or {}).get("fd_ref"),
                     fd_ref_init=(fd.get("init_baseline") or {}).get("fd_ref"),
                     fid=fi.get("fid"), fid_floor=(fi.get("floor") or {}).get("fid"),

@@ -77,6 +77,9 @@ class DataConfig:
     download: bool = field(False, "Let torchvision download a missing dataset (needs internet).")
     n_valid: int = field(0, "Training images held out (fixed by run.seed) as a validation split; "
                          "0: none, and no best.pt is kept.", check=at_least(0))
+    n_train: int = field(0, "Train on this many training images only (0: all): a subset drawn with the "
+                         "validation split by the same run.seed permutation (for CPU-sized studies).",
+                         check=at_least(0))
     crop_padding: int = field(0, "Reflect-pad by this many pixels and random-crop back (0: off).",
                               check=at_least(0))
     hflip: bool = field(False, "Random horizontal flips of training images.")
