@@ -156,6 +156,8 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           n_samples: int = typer.Option(0, "--n-samples", help="Generated samples (and init-baseline draws) for fd_ref / FID (0: 1000); the energy landscape uses the first --n of them."),
           samples: str = typer.Option("auto", "--samples", help="Generated samples from 'buffer', 'fresh' chains, or 'auto' (buffer when the run has one)."),
           device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
+          pgd_steps: int = typer.Option(20, "--pgd-steps", help="PGD steps (step eps/4, random start)."),
+          robust_only: bool = typer.Option(False, "--robust-only", help="Clean, PGD and AutoAttack only: no energy landscape, no generation metrics."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
           seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws.")) -> None:
     """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
@@ -179,12 +181,15 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     except CheckError as e:
         _err(f"--eps {eps}: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if pgd_steps < 1:
+        _err(f"--pgd-steps {pgd_steps}: give at least 1")
+        raise typer.Exit(EXIT_BAD_INPUT)
     log = (lambda text: typer.echo(f"eval: {text}", err=True))
     try:
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
                           inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=device,
-                          seed=seed, log=log)
+                          seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, log=log)
     except (LoadError, EvalError, ValueError) as e:
         _err(f"ebjdat eval: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -197,6 +202,10 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     typer.echo(f"  clean       {result['clean_acc']:.4f}")
     typer.echo(f"  {'PGD-' + str(p['pgd']['steps']):<12}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
     typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   ({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
+    if robust_only:
+        if "files" in result:
+            typer.echo(f"  results     {result['files']['json']}")
+        return
     e = result["energy"]
     typer.echo("  energy      " + "  ".join(f"{k} {e[k]['mean']:.3f}" for k in ("clean", "adversarial", "generated")))
     typer.echo("  gaps        " + "  ".join(f"{k} {v:.3f}" for k, v in e["gaps"].items()))
@@ -343,6 +352,103 @@ def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate a
         if result.message:
             typer.echo(result.message, err=result.code != 0)
         raise typer.Exit(result.code)
+
+
+@app.command()
+def study(study_file: Path = typer.Argument(..., help="Study file (TOML: [study], [protocol], [[arm]])."),
+          jobs: Optional[int] = typer.Option(None, "--jobs", help="Runs trained and evaluated at once (default: the study's jobs)."),
+          plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+          check: bool = typer.Option(False, "--check", help="Validate the study (every arm x seed) and print its plan; run nothing.")) -> None:
+    """Run a study: arms x seeds as runs, each evaluated by one protocol, then tabled and plotted.
+
+    Each run is an ordinary run directory under <study file's folder>/<name>/runs/; the study
+    writes results.json, results.md, trilemma.png and energies.png beside them.
+
+    Running it again skips finished runs, resumes stopped ones and re-evaluates only what changed.
+    Ctrl-C stops cleanly (the running jobs checkpoint); run it again to continue."""
+    from ebjdat_engine.recipe import RecipeError
+    from ebjdat_engine.study import StudyError, load_study, run_study
+    from ebjdat_engine.study.runner import run_dir_for
+
+    from .study_progress import make_study_progress
+
+    if jobs is not None and jobs < 1:
+        _err(f"--jobs {jobs}: give at least 1")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        loaded = load_study(study_file, jobs)
+    except RecipeError as e:
+        _err(f"{study_file}: {len(e.errors)} error{'s' if len(e.errors) != 1 else ''} in study:")
+        for line in e.errors:
+            _err(f"  {line}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if check:
+        typer.echo(f"{study_file}: ok; {len(loaded.arms)} arms x {len(loaded.seeds)} seeds -> {loaded.out_dir}")
+        for arm in loaded.arms:
+            for seed in loaded.seeds:
+                path, action = run_dir_for(loaded, arm, seed)
+                typer.echo(f"  {path.relative_to(loaded.out_dir)}  {action}")
+        return
+    listener = make_study_progress(True if plain else None)
+    try:
+        code = run_study(loaded, listener)
+    except StudyError as e:
+        listener.close()
+        _err(f"ebjdat study: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    listener.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their latest full evaluation) or evaluation JSON files."),
+            md: bool = typer.Option(False, "--md", help="A Markdown table."),
+            csv_out: bool = typer.Option(False, "--csv", help="CSV (raw fractions)."),
+            json_out: bool = typer.Option(False, "--json", help="JSON (every number and protocol).")) -> None:
+    """One table of the latest evaluation of each run, protocol mismatches flagged.
+
+    Clean, PGD, AutoAttack, fd_ref beside its init baseline and floor, energy gaps, training
+    time and images/s. Runs evaluated under different protocols (eps, attacks, points,
+    checkpoint, ...) are flagged, never mixed silently."""
+    import json as _json
+
+    from ebjdat_engine.study import CompareError
+    from ebjdat_engine.study import compare as build
+    from ebjdat_engine.study.compare import HEADERS, protocol_note, table_rows, to_csv, to_markdown
+
+    if sum((md, csv_out, json_out)) > 1:
+        _err("ebjdat compare: choose one of --md, --csv, --json")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        comparison = build(runs)
+    except CompareError as e:
+        _err(f"ebjdat compare: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if json_out:
+        typer.echo(_json.dumps(comparison, indent=2))
+    elif csv_out:
+        typer.echo(to_csv(comparison), nl=False)
+    elif md or not sys.stdout.isatty():
+        typer.echo(to_markdown(comparison), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for i, name in enumerate(HEADERS):
+            table.add_column(name, justify="right" if 3 <= i < len(HEADERS) - 1 else "left",
+                             no_wrap=i < len(HEADERS) - 1)
+        for row in table_rows(comparison):
+            flag = row[-1]
+            table.add_row(*row[:-1], f"[red]{flag}[/]" if flag != "ok" else "[green]ok[/]")
+        console = Console()
+        console.print(table)
+        console.print(protocol_note(comparison), style="red" if not comparison["protocols_agree"] else None,
+                      highlight=False)
+    if not comparison["protocols_agree"]:
+        _err("ebjdat compare: protocol mismatch: " + "; ".join(
+            f"{e['run']}: " + ", ".join(f"{k} {v['this']} vs {v['reference']}" for k, v in e["mismatch"].items())
+            for e in comparison["entries"] if e["mismatch"]))
 
 
 @app.command("ls")

@@ -1,0 +1,71 @@
+"""Studies (DESIGN.md §8b): arms × seeds as ordinary runs, one evaluation protocol, one table.
+
+`run_study` is what `ebjdat study` calls; `compare` is `ebjdat compare`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+from .compare import CompareError, compare
+from .runner import Listener, StudyError, StudyRunner
+from .schema import Study, load_study
+
+LOCK_FILE = "study.lock"
+
+
+class _StudyLock:
+    """One `ebjdat study` per study directory: an OS lock (it dies with its process) on
+    `study.lock`, which names the holder."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_StudyLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise StudyError(f"{self.path.parent}: another `ebjdat study` is running it ({holder}); "
+                             f"wait for it, or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (harmless, reused)
+            self.fd = None
+
+
+def run_study(study: Study, listener: Listener | None = None) -> int:
+    """Run (or continue) a study; write results.json / results.md after every stage and the
+    figures at the end. Returns the exit code (see StudyRunner.run)."""
+    from . import results
+
+    with _StudyLock(study.out_dir):
+        started = time.time()
+        before = results.previous_wall(study.out_dir / "results.json")
+        runner = StudyRunner(study, listener or Listener())
+        runner.write_results = lambda s, tasks, state: results.write(s, tasks, state, before + time.time() - started)
+        code = runner.run()
+        doc = results.write(study, runner.tasks, _final_state(code), before + time.time() - started, figures=True)
+        if runner.listener is not None:
+            runner.listener.message(f"results: {study.out_dir / 'results.md'} ({doc['state']})")
+        return code
+
+
+def _final_state(code: int) -> str:
+    return {0: "finished", 1: "failed"}.get(code, "stopped")
+
+
+__all__ = ["CompareError", "Listener", "Study", "StudyError", "StudyRunner", "compare", "load_study", "run_study"]
