@@ -5,6 +5,9 @@ Data flow: a `RunWatcher` thread tails the run directory and posts `RunUpdated` 
 timer redraws the visible screen at most `redraw_hz` times a second, whatever the event rate.
 Keys write requests into `RUN/control/` (stop, checkpoint, eval); the job serves them at its own
 pace and never waits on the TUI.
+
+A study directory (`--attach studies/NAME`) opens `StudyApp`: the list of the study's runs, read
+from its results.json; enter watches one run (as above) with its screens over the list.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Callable, Sequence
 
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import ModalScreen
 
 from ebjdat_engine.train import control
@@ -32,6 +36,8 @@ from .screens.dashboard import DashboardScreen
 from .screens.quit import QuitScreen
 from .screens.recipe import RecipeScreen
 from .screens.samples import SamplesScreen
+from .screens.study import StudyScreen
+from .study_view import StudyView, is_study_dir
 from .watcher import RunWatcher
 
 if sys.version_info >= (3, 11):
@@ -58,6 +64,8 @@ class EbjdatApp(App[ExitInfo]):
     ENABLE_COMMAND_PALETTE = False
     MODES = {"dashboard": DashboardScreen, "recipe": RecipeScreen, "samples": SamplesScreen}
     DEFAULT_MODE = "dashboard"
+    #: True for an App that starts watching nothing and attaches to runs on demand (a study)
+    ATTACHES_LATER = False
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Ckpt"),
@@ -73,7 +81,7 @@ class EbjdatApp(App[ExitInfo]):
                  sets: Sequence[str] = (), poll_interval: float = 0.2, redraw_hz: float = 4.0,
                  launcher: Callable[..., Launched] = launch):
         super().__init__()
-        if (run_dir is None) == (recipe_path is None):
+        if (run_dir is None) == (recipe_path is None) and not (run_dir is None and self.ATTACHES_LATER):
             raise ValueError("give exactly one of run_dir (attach) or recipe_path (launch)")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.recipe_path = Path(recipe_path) if recipe_path is not None else None
@@ -315,9 +323,136 @@ class EbjdatApp(App[ExitInfo]):
         return ExitInfo(f"{status}: {run}")
 
 
+class StudyApp(EbjdatApp):
+    """A study directory (studies/<name>/ of `ebjdat study`): the list of its runs; enter opens a
+    run's dashboard (the run screens of `EbjdatApp`, watching that run directory; its stop,
+    checkpoint and eval keys write that run's control/), escape comes back to the list.
+
+    The runs belong to `ebjdat study`: quitting leaves them as they are, without asking."""
+
+    MODES: dict = {}  # one screen stack: the study list (the default screen), a run's screen over it
+    DEFAULT_MODE = "_default"
+    ATTACHES_LATER = True
+    RUN_SCREENS = {"dashboard": DashboardScreen, "recipe": RecipeScreen, "samples": SamplesScreen}
+    BINDINGS = [Binding("escape,backspace", "back", "Study")]  # beside EbjdatApp's (inherited)
+
+    def __init__(self, study_dir: str | Path, *, poll_interval: float = 0.2, redraw_hz: float = 4.0,
+                 study_interval: float = 1.0):
+        super().__init__(poll_interval=poll_interval, redraw_hz=redraw_hz)
+        self.study_dir = Path(study_dir)
+        self.study_interval = study_interval
+        self.study_view: StudyView | None = None
+        self._watch_token = 0
+
+    def get_default_screen(self) -> StudyScreen:
+        return StudyScreen(self.study_dir, interval=self.study_interval)
+
+    # --- one run at a time --------------------------------------------------------------
+
+    @property
+    def run_open(self) -> bool:
+        return self.run_dir is not None
+
+    def open_run(self, run_dir: Path, title: str = "") -> None:
+        """Watch `run_dir` and show its dashboard over the study list."""
+        if self._modal_open():
+            return
+        self._close_run()
+        self._watch_token += 1
+        token = self._watch_token
+
+        def post(message: Message) -> None:
+            message._ebjdat_watch = token  # type: ignore[attr-defined]  # stale ones are dropped
+            self.post_message(message)
+
+        self.run_dir = Path(run_dir)
+        self.title_text = f"{title}: attaching" if title else "attaching"
+        self.watcher = RunWatcher(self.run_dir, post, interval=self.poll_interval)
+        self.watcher.start()
+        self.push_screen(DashboardScreen())
+        self._dirty = True
+        self.refresh_bindings()
+
+    def _close_run(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop(timeout=0)
+        self._watch_token += 1
+        self.watcher = None
+        self.run_dir = None
+        self.snapshot = None
+        self.stop_requested = False
+        self.quit_after_stop = False
+        self.title_text = ""
+
+    def _current(self, message: Message) -> bool:
+        return self.run_open and getattr(message, "_ebjdat_watch", None) == self._watch_token
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        if self._current(message):
+            super().on_run_updated(message)
+
+    def on_alarm_raised(self, message: AlarmRaised) -> None:
+        if self._current(message):
+            super().on_alarm_raised(message)
+
+    def on_control_served(self, message: ControlServed) -> None:
+        if self._current(message):
+            super().on_control_served(message)
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        if self._current(message):
+            super().on_run_ended(message)
+
+    # --- keys ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("stop", "checkpoint", "evaluate", "show", "next_screen", "previous_screen", "back"):
+            if not self.run_open:
+                return False  # hidden on the study list
+        return super().check_action(action, parameters)
+
+    def action_back(self) -> None:
+        """From a run's screens back to the study list (the run goes on)."""
+        if self._modal_open() or not self.run_open or not isinstance(self.screen, RunScreen):
+            return
+        self._close_run()
+        self.pop_screen()
+        self.refresh_bindings()
+
+    def action_show(self, mode: str) -> None:
+        screen = self.RUN_SCREENS.get(mode)
+        if self._modal_open() or not self.run_open or screen is None or isinstance(self.screen, screen):
+            return
+        if isinstance(self.screen, RunScreen):
+            self.switch_screen(screen())
+
+    def action_next_screen(self, step: int = 1) -> None:
+        names = list(self.RUN_SCREENS)
+        i = next((k for k, name in enumerate(names) if isinstance(self.screen, self.RUN_SCREENS[name])), 0)
+        self.action_show(names[(i + step) % len(names)])
+
+    async def action_quit(self) -> None:
+        if self._modal_open():
+            return
+        self.exit(self._exit_info())
+
+    def _exit_info(self, left: bool = False) -> ExitInfo:
+        view = self.study_view
+        where = f"\n  watch again: ebjdat tui --attach {self.study_dir}"
+        if view is None:
+            return ExitInfo(f"study {self.study_dir}" + where)
+        if view.error:
+            return ExitInfo(f"study {self.study_dir}: {view.error}", 0 if view.state == "waiting" else 2)
+        return ExitInfo(f"study {view.name}: {view.state}, {view.counts}" + where)
+
+
 def create_app(*, recipe: str | Path | None = None, sets: Sequence[str] = (),
                attach: str | Path | None = None, poll_interval: float = 0.2,
-               redraw_hz: float = 4.0, launcher: Callable[..., Launched] = launch) -> EbjdatApp:
-    """The App for `ebjdat tui RECIPE [--set ...]` (launch and watch) or `--attach RUN`."""
+               redraw_hz: float = 4.0, launcher: Callable[..., Launched] = launch,
+               study_interval: float = 1.0) -> EbjdatApp:
+    """The App for `ebjdat tui RECIPE [--set ...]` (launch and watch) or `--attach RUN`, or for
+    `--attach studies/NAME` (a study directory: the list of its runs, each one's dashboard)."""
+    if attach is not None and recipe is None and is_study_dir(attach):
+        return StudyApp(attach, poll_interval=poll_interval, redraw_hz=redraw_hz, study_interval=study_interval)
     return EbjdatApp(run_dir=attach, recipe_path=recipe, sets=sets, poll_interval=poll_interval,
                      redraw_hz=redraw_hz, launcher=launcher)

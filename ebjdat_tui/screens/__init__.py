@@ -1,1 +1,1 @@
-"""The TUI's screens: dashboard, recipe, samples/eval, and the quit and stop dialogs."""
+"""The TUI's screens: dashboard, recipe, samples/eval, a study's runs, and the quit and stop dialogs."""
