@@ -275,3 +275,33 @@ def test_one_study_process_per_study_directory(tmp_path: Path):
         with pytest.raises(StudyError):
             with _StudyLock(study.out_dir):
                 pass
+
+
+def test_readme_result_tables_are_the_shipped_studies_results():
+    """The README's study tables are copied from studies/*/results.md (refreshed by
+    `python -m ebjdat_engine.study.readme README.md`), never typed by hand."""
+    from conftest import REPO
+
+    from ebjdat_engine.study.readme import blocks, tables
+
+    found = blocks((REPO / "README.md").read_text(encoding="utf-8"))
+    assert found, "the README has no study-results block"
+    for path, body in found:
+        shipped = (REPO / path).read_text(encoding="utf-8")
+        assert body == tables(shipped), f"README block for {path} differs from the file"
+        assert "|---|" in body
+
+
+def test_readme_tables_extracts_each_table_with_its_caption():
+    from ebjdat_engine.study.readme import refresh, tables
+
+    md = "# T\n\nIntro.\n\nCaption one:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nNotes.\n\nCaption two:\n\n| c |\n|---|\n| 3 |\n"
+    assert tables(md) == "Caption one:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nCaption two:\n\n| c |\n|---|\n| 3 |\n"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "r.md").write_text(md)
+        (root / "README.md").write_text("x\n<!-- study-results: r.md -->\nstale\n<!-- /study-results -->\ny\n")
+        assert refresh(root / "README.md") == ("x\n<!-- study-results: r.md -->\n" + tables(md) +
+                                               "<!-- /study-results -->\ny\n")

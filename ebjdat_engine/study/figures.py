@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
+SHORT = {"clean": "clean", "adversarial": "adv", "generated": "gen"}
+
+
 def _plt():
     import matplotlib
 
@@ -20,35 +23,43 @@ def _plt():
 
 
 def trilemma_figure(doc: dict[str, Any], path: Path) -> Path | None:
-    """x: fd_ref (log scale, lower is better), y: AutoAttack accuracy; error bars are the std over
-    seeds; the init baseline and the floor (means over arms) as vertical lines."""
+    """x: fd_ref (log scale, lower is better), y: AutoAttack accuracy; one marker per arm (mean
+    over seeds, error bars the std), named in the legend with its clean accuracy. A thin line
+    from each marker to a tick at that arm's init baseline shows how far generation moved from
+    where its sampler starts; the floor (held-out real images) is a vertical line."""
     points = [(a, a["summary"]) for a in doc["arms"]
               if a["summary"]["aa"]["mean"] is not None and a["summary"]["fd_ref"]["mean"] is not None]
     if not points:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
+    cmap = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
+    markers = "osD^vPX*h<>p"
     for i, (arm, s) in enumerate(points):
+        color, marker = cmap(i % cmap.N), markers[i % len(markers)]
         x, y = s["fd_ref"]["mean"], 100 * s["aa"]["mean"]
-        xerr = s["fd_ref"]["std"] or 0.0
-        yerr = 100 * (s["aa"]["std"] or 0.0)
-        ax.errorbar([x], [y], xerr=[xerr], yerr=[yerr], fmt="o", ms=7, capsize=3, color=cmap(i % 10))
+        init = s["fd_ref_init"]["mean"]
+        if init is not None:
+            ax.plot([init, x], [y, y], color=color, linewidth=0.8, linestyle=":", alpha=0.8)
+            ax.plot([init], [y], marker="|", ms=9, color=color, alpha=0.8)
         clean = s["clean"]["mean"]
-        ax.annotate(f"{arm['label']} (clean {100 * clean:.1f}%)" if clean is not None else arm["label"],
-                    (x, y), textcoords="offset points", xytext=(6, 5), fontsize=7.5, color=cmap(i % 10))
-    for key, style, name in (("fd_ref_init", "--", "init baseline"), ("fd_ref_floor", ":", "floor (held-out real)")):
-        vals = [s[key]["mean"] for _, s in points if s[key]["mean"] is not None]
-        if vals:
-            ax.axvline(sum(vals) / len(vals), color="grey", linestyle=style, linewidth=1, label=name)
+        label = f"{arm['label']}: clean {100 * clean:.1f}%" if clean is not None else arm["label"]
+        ax.errorbar([x], [y], xerr=[s["fd_ref"]["std"] or 0.0], yerr=[100 * (s["aa"]["std"] or 0.0)],
+                    fmt=marker, ms=7, capsize=3, color=color, label=label)
+    floors = [s["fd_ref_floor"]["mean"] for _, s in points if s["fd_ref_floor"]["mean"] is not None]
+    if floors:
+        ax.axvline(sum(floors) / len(floors), color="grey", linestyle="--", linewidth=1,
+                   label="floor: held-out real images")
+    ax.plot([], [], marker="|", ms=9, linestyle=":", color="grey", label="init baseline of each arm's sampler")
     ax.set_xscale("log")
     ax.set_xlabel("fd_ref of generated samples (log scale; lower = better generation)")
     ax.set_ylabel(f"AutoAttack accuracy (%), {doc['protocol']['norm']} ε = {doc['protocol']['eps']}")
-    ax.set_title(f"{doc['study']}: robustness vs generation ({len(doc['seeds'])} seeds, mean ± std)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="best")
+    ax.set_title(f"{doc['study']}: robustness vs generation, mean ± std over {len(doc['seeds'])} seed(s)",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -86,7 +97,7 @@ def energies_figure(doc: dict[str, Any], out_dir: Path, path: Path) -> Path | No
         hi = hi if hi > lo else lo + 1.0
         for name, vs in values.items():
             ax.hist(vs, bins=40, range=(lo, hi), alpha=0.45, density=True, color=colors.get(name),
-                    label=f"{name[:3]} {sum(vs) / len(vs):.1f}")
+                    label=f"{SHORT.get(name, name)} {sum(vs) / len(vs):.2f}")
         ax.set_title(f"{label} (seed {seed})", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=5.5, loc="upper left")

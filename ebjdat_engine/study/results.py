@@ -76,9 +76,13 @@ def build(study: Study, tasks: Sequence[Any], state: str, wall_s: float) -> dict
                      "base": recipe.method.base if recipe.method.name == "ebjdat" else None,
                      "runs": runs, "summary": summary, "curve": curve})
     protocol = as_dict(study.protocol)
-    return {"format": FORMAT, "study": study.name, "study_file": str(study.path),
+    runs = [t.record for t in tasks if t.record.get("state") == "done"]
+    compute_s = sum(float((r.get("metrics") or {}).get("train_s") or 0.0) + float(r.get("eval_s") or 0.0)
+                    for r in runs)
+    return {"format": FORMAT, "compute_s": round(compute_s, 1), "study": study.name, "study_file": str(study.path),
             "updated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "state": state, "protocol": protocol, "seeds": list(study.seeds), "machine": machine(),
+            "state": state, "protocol": protocol, "seeds": list(study.seeds), "jobs": study.jobs,
+            "machine": machine(),
             "wall_s": round(wall_s, 1), "arms": arms}
 
 
@@ -97,7 +101,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("")
     m = doc.get("machine", {})
     lines.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, device {m.get('device', '?')}, "
-                 f"torch {m.get('torch', '?')}. Wall time of the study: {doc['wall_s'] / 60:.1f} min.")
+                 f"torch {m.get('torch', '?')}. Wall time of the study: {doc['wall_s'] / 60:.1f} min "
+                 f"({doc.get('jobs', 1)} runs at a time); its runs' training and evaluation took "
+                 f"{doc.get('compute_s', 0) / 60:.1f} min in all.")
     lines.append("")
     gen = f"{p['n_samples']} generated samples ({p['samples']})"
     lines.append(f"Protocol: checkpoint `{p['ckpt']}`, the first {p['n'] or 'all'} test images, "
@@ -156,7 +162,11 @@ def write(study: Study, tasks: Sequence[Any], state: str, wall_s: float, figures
 
 
 def previous_wall(path: Path) -> float:
-    """The wall time an earlier invocation of the study recorded (0 when none)."""
+    """The wall time earlier invocations of the study recorded; 0 when none, or when none of its
+    runs is on disk (results.json shipped in a fresh clone: that time was spent elsewhere)."""
+    runs = path.parent / "runs"
+    if not runs.is_dir() or not any(runs.iterdir()):
+        return 0.0
     try:
         return float(json.loads(path.read_text(encoding="utf-8")).get("wall_s") or 0.0)
     except (OSError, ValueError, TypeError, AttributeError):

@@ -173,7 +173,7 @@ class StudyRunner:
             for seed in self.study.seeds:
                 run_dir, action = run_dir_for(self.study, arm, seed)
                 rel = str(run_dir.relative_to(self.study.out_dir))
-                old = previous.get(rel, {})
+                old = previous.get(rel, {}) if run_dir.is_dir() else {}  # a fresh clone: nothing carried
                 record = {"seed": seed, "run_dir": rel, "state": "pending", "status": None, "step": None,
                           "total_steps": None, "eval": old.get("eval"), "metrics": old.get("metrics"),
                           "curve": old.get("curve", {}), "error": None}
@@ -305,6 +305,7 @@ class StudyRunner:
                 return
             task.record["eval"] = _relative(result.get("files", {}).get("json"), self.study.out_dir)
             task.record["metrics"] = row_of(result, task.run_dir)
+            eval_s = float(result.get("duration_s") or 0.0)
             curve = {}
             for eps in self.study.protocol.curve.eps:
                 self._set(task, "evaluating", f"curve eps {eps.text}")
@@ -313,7 +314,9 @@ class StudyRunner:
                     self._set(task, "stopped" if self.stopping else "failed", task.record.get("error") or "")
                     return
                 curve[eps.text] = {"clean": point["clean_acc"], "pgd": point["pgd_acc"], "aa": point["aa_acc"]}
+                eval_s += float(point.get("duration_s") or 0.0)
             task.record["curve"] = curve
+            task.record["eval_s"] = round(eval_s, 1)  # the evaluations' own time (without startup)
             task.record["error"] = None
             self._set(task, "done")
         except Exception as e:  # one run's failure must not take the others down
