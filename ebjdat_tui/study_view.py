@@ -8,9 +8,10 @@ a `StudyView` into its header, table and detail lines.
 
 from __future__ import annotations
 
+from ebjdat_engine.study.table import finite_number
+
 import datetime as dt
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,14 +72,7 @@ def is_study_dir(path: str | Path) -> bool:
 
 # --- numbers ------------------------------------------------------------------------------------
 
-def num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+num = finite_number  # one definition of "a finite number from JSON", shared with the study's tables
 
 
 def fmt_acc(value: Any) -> str:

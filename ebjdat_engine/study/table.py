@@ -30,7 +30,8 @@ COLUMNS = (
 )
 
 
-def _num(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A JSON value as a finite float; None for absent, booleans, text and nan/inf."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -101,7 +102,7 @@ def training_stats(run_dir: Path) -> dict[str, Any]:
     rates: list[float] = []
     status, step, total, method = None, None, None, None
     for ev in events:
-        t = _num(ev.get("time"))
+        t = finite_number(ev.get("time"))
         kind = ev.get("type")
         if kind == "start":
             if seg_start is not None and seg_last is not None:
@@ -112,7 +113,7 @@ def training_stats(run_dir: Path) -> dict[str, Any]:
         if t is not None and seg_start is not None and kind not in ("eval", "sample"):
             seg_last = t  # `ebjdat eval` appends events after the end; they are not training
         if kind == "metrics":
-            rate = _num(ev.get("images_per_s"))
+            rate = finite_number(ev.get("images_per_s"))
             if rate is not None:
                 rates.append(rate)
         if kind == "end":
@@ -132,18 +133,18 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
     gen = result.get("generation") or {}
     fd = gen.get("fd_ref") or {}
     gaps = (result.get("energy") or {}).get("gaps") or {}
-    row = {"clean": _num(result.get("clean_acc")), "pgd": _num(result.get("pgd_acc")),
-           "aa": _num(result.get("aa_acc")),
-           "fd_ref": _num(fd.get("fd_ref")), "fd_ref_init": _num((fd.get("init_baseline") or {}).get("fd_ref")),
-           "fd_ref_floor": _num((fd.get("floor") or {}).get("fd_ref")),
+    row = {"clean": finite_number(result.get("clean_acc")), "pgd": finite_number(result.get("pgd_acc")),
+           "aa": finite_number(result.get("aa_acc")),
+           "fd_ref": finite_number(fd.get("fd_ref")), "fd_ref_init": finite_number((fd.get("init_baseline") or {}).get("fd_ref")),
+           "fd_ref_floor": finite_number((fd.get("floor") or {}).get("fd_ref")),
            "beats_init": fd.get("beats_init"),
-           "gap_clean_adv": _num(gaps.get("clean_minus_adversarial")),
-           "gap_clean_gen": _num(gaps.get("clean_minus_generated")),
+           "gap_clean_adv": finite_number(gaps.get("clean_minus_adversarial")),
+           "gap_clean_gen": finite_number(gaps.get("clean_minus_generated")),
            "train_s": None, "images_per_s": None}
     fid = gen.get("fid") or {}
-    if _num(fid.get("fid")) is not None:
-        row.update(fid=_num(fid.get("fid")), fid_init=_num((fid.get("init_baseline") or {}).get("fid")),
-                   fid_floor=_num((fid.get("floor") or {}).get("fid")))
+    if finite_number(fid.get("fid")) is not None:
+        row.update(fid=finite_number(fid.get("fid")), fid_init=finite_number((fid.get("init_baseline") or {}).get("fid")),
+                   fid_floor=finite_number((fid.get("floor") or {}).get("fid")))
     if run_dir is not None and (Path(run_dir) / "events.jsonl").is_file():
         stats = training_stats(Path(run_dir))
         row["train_s"], row["images_per_s"] = stats["train_s"], stats["images_per_s"]
@@ -179,7 +180,7 @@ def latest_eval(run_dir: Path, full: bool = True) -> tuple[Path, dict[str, Any]]
 
 def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
     """Mean and sample std (n − 1) of the finite values; std None for one value."""
-    xs = [v for v in (_num(v) for v in values) if v is not None]
+    xs = [v for v in (finite_number(v) for v in values) if v is not None]
     if not xs:
         return {"mean": None, "std": None, "n": 0}
     mean = sum(xs) / len(xs)
