@@ -413,7 +413,7 @@ def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their 
     import json as _json
 
     from ebjdat_engine.study import CompareError
-    from ebjdat_engine.study import compare as build
+    from ebjdat_engine.study.compare import compare as build
     from ebjdat_engine.study.compare import HEADERS, protocol_note, table_rows, to_csv, to_markdown
 
     if sum((md, csv_out, json_out)) > 1:

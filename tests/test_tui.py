@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_tui_helpers import (ALARMS, append, check_snapshot, copy_run, fake_job, run_app,
-                              screen_text, set_job, wait_for)
+                              screen_text, set_job, shown, wait_for)
 
 from ebjdat_tui.app import create_app
 from ebjdat_tui.messages import RunUpdated
@@ -35,10 +35,6 @@ def live_run(tmp_path: Path):
     yield run
     job.kill()
     job.wait()
-
-
-def shown(pilot, *words: str):
-    return lambda: all(w in screen_text(pilot.app) for w in words)
 
 
 # --- what the dashboard shows ---------------------------------------------------------------

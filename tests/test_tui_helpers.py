@@ -68,6 +68,15 @@ def screen_text(app) -> str:
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
 
 
+def shown(pilot, *words: str) -> Callable[[], bool]:
+    """A condition: every phrase is on screen, wherever the terminal wrapped it (whitespace,
+    line breaks included, compares as one space; a path in a message moves the wrap)."""
+    def condition() -> bool:
+        text = " ".join(screen_text(pilot.app).split())
+        return all(" ".join(w.split()) in text for w in words)
+    return condition
+
+
 async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():

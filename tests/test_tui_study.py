@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_tui_helpers import copy_run, fake_job, run_app, screen_text, set_job, wait_for
+from test_tui_helpers import copy_run, fake_job, run_app, screen_text, set_job, shown, wait_for
 
 from ebjdat_tui.app import StudyApp, create_app
 from ebjdat_tui.screens.dashboard import DashboardScreen
@@ -68,10 +68,6 @@ def make_study(root: Path, *, live: bool = False) -> Path:
 @pytest.fixture
 def study(tmp_path: Path) -> Path:
     return make_study(tmp_path)
-
-
-def shown(pilot, *words: str):
-    return lambda: all(w in screen_text(pilot.app) for w in words)
 
 
 def row_line(text: str, *starts: str) -> str:

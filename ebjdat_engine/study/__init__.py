@@ -1,6 +1,9 @@
 """Studies (DESIGN.md §8b): arms × seeds as ordinary runs, one evaluation protocol, one table.
 
 `run_study` is what `ebjdat study` calls; `compare` is `ebjdat compare`.
+
+The runner and compare modules (and through them torch) load on first use, so the TUI can read a
+study's tables (`study.table`) without importing torch.
 """
 
 from __future__ import annotations
@@ -10,10 +13,22 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
-from .compare import CompareError, compare
-from .runner import Listener, StudyError, StudyRunner
 from .schema import Study, load_study
+
+#: Names re-exported from the modules that import torch, loaded on first access. (`compare` the
+#: function lives in `study.compare`; the package attribute of that name is the module.)
+_LAZY = {"CompareError": "compare", "Listener": "runner", "StudyError": "runner", "StudyRunner": "runner"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 LOCK_FILE = "study.lock"
 
@@ -32,6 +47,8 @@ class _StudyLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            from .runner import StudyError
+
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise StudyError(f"{self.path.parent}: another `ebjdat study` is running it ({holder}); "
@@ -47,10 +64,11 @@ class _StudyLock:
             self.fd = None
 
 
-def run_study(study: Study, listener: Listener | None = None) -> int:
+def run_study(study: Study, listener: "Listener | None" = None) -> int:
     """Run (or continue) a study; write results.json / results.md after every stage and the
     figures at the end. Returns the exit code (see StudyRunner.run)."""
     from . import results
+    from .runner import Listener, StudyRunner
 
     with _StudyLock(study.out_dir):
         started = time.time()
@@ -68,4 +86,4 @@ def _final_state(code: int) -> str:
     return {0: "finished", 1: "failed"}.get(code, "stopped")
 
 
-__all__ = ["CompareError", "Listener", "Study", "StudyError", "StudyRunner", "compare", "load_study", "run_study"]
+__all__ = ["CompareError", "Listener", "Study", "StudyError", "StudyRunner", "load_study", "run_study"]
