@@ -158,6 +158,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
           pgd_steps: int = typer.Option(20, "--pgd-steps", help="PGD steps (step eps/4, random start)."),
           robust_only: bool = typer.Option(False, "--robust-only", help="Clean, PGD and AutoAttack only: no energy landscape, no generation metrics."),
+          weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
           seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws.")) -> None:
     """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
@@ -189,7 +190,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
                           inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=device,
-                          seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, log=log)
+                          seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log)
     except (LoadError, EvalError, ValueError) as e:
         _err(f"ebjdat eval: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -198,7 +199,8 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         return
     p = result["protocol"]
     typer.echo(f"{result['method']} ({result['profile']} profile) on {result['dataset']}, checkpoint "
-               f"{result['checkpoint']['kind']} step {result['checkpoint']['step']}, {result['n']} test points")
+               f"{result['checkpoint']['kind']} step {result['checkpoint']['step']} ({result['checkpoint']['weights']} "
+               f"weights), {result['n']} test points")
     typer.echo(f"  clean       {result['clean_acc']:.4f}")
     typer.echo(f"  {'PGD-' + str(p['pgd']['steps']):<12}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
     typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   ({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
@@ -234,6 +236,7 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
            ckpt: str = typer.Option("best", "--ckpt", help="'best', 'last' or a checkpoint path."),
            out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default RUN/samples/<time>.png)."),
            device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ..."),
+           weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
            seed: int = typer.Option(0, "--seed", help="Seed of the chains.")) -> None:
     """Draw samples from a trained run and write a PNG grid."""
     import datetime as _dt
@@ -250,7 +253,7 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
         raise typer.Exit(EXIT_BAD_INPUT)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        run = load_run(run_dir, ckpt, dev)
+        run = load_run(run_dir, ckpt, dev, weights)
         if run.recipe.runtime.threads:
             torch.set_num_threads(run.recipe.runtime.threads)
         n_classes = int(run.checkpoint["n_classes"])
@@ -274,9 +277,9 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
             rel = str(path.resolve().relative_to(run.run_dir.resolve()))
         except ValueError:
             rel = str(path.resolve())  # written outside the run (--out): absolute
-        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=rel, **info)
+        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=rel, weights=run.weights, **info)
         events.close()
-    typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples)")
+    typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples, {run.weights} weights)")
 
 
 @app.command()

@@ -207,3 +207,16 @@ def test_sam_second_pass_keeps_the_l2_stabiliser_except_in_the_reference_profile
     second = method.terms(model, batch, samples, second_pass=True)
     assert "l2" in first.terms
     assert ("l2" in second.terms) is expect_l2
+
+
+def test_dat_checks_its_auc_curriculum_on_its_own_cadence(tiny_recipe):
+    # metrics only at the end (log_every 1000), the curriculum every 2 steps: T still rises on time
+    result = run(resolve(tiny_recipe, SMALL + ["method.name=dat", "method.w_ce=0.0", "train.log_every=1000",
+                                               "sampler.n_steps=3", "sampler.auc_every=2", "sampler.auc_window=1",
+                                               "sampler.auc_threshold=0.0", "train.max_steps=8"]),
+                 str(tiny_recipe))
+    assert result.status == "finished"
+    events = read_events(result.run_dir)
+    rises = [(e["step"], e["dat_T"]) for e in events if e["type"] == "curriculum"]
+    assert rises == [(2, 1), (4, 2), (6, 3)]  # capped at sampler.n_steps = 3
+    assert [e["dat_T"] for e in events if e["type"] == "metrics"] == [3]

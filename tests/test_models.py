@@ -313,3 +313,29 @@ def test_energy_helpers_return_float32_for_bf16() -> None:
         assert out.dtype == torch.float32
     # Computed from the float32 upcast, not rounded to bf16 afterwards.
     torch.testing.assert_close(free_energy(logits), torch.logsumexp(logits.float(), dim=1))
+
+
+@pytest.mark.parametrize("depth,width,res,norm", [(18, 1, 32, "batch"), (18, 1, 96, "group"), (50, 1, 16, "none")])
+def test_torchvision_resnets_keep_the_model_contract(depth, width, res, norm) -> None:
+    from ebjdat_engine.models import ResNet
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="resnet", depth=depth, width=width, norm=norm), (3, res, res), 7).eval()
+    assert isinstance(model, ResNet)
+    x = torch.rand(2, 3, res, res)
+    logits = model(x)
+    assert logits.shape == (2, 7)
+    assert torch.allclose(model.forward_from_stem(model.stem(model.normalize(x))), logits)
+    # the stem follows the resolution: 3x3 stride 1 up to 64 px, torchvision's 7x7 stride 2 above
+    assert model.stem.kernel_size == ((3, 3) if res <= 64 else (7, 7))
+    if norm == "none":
+        assert all(m.bias is not None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    # PYLD's gradient at the stem output works (no in-place op on it)
+    h = model.stem(model.normalize(x)).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(model.forward_from_stem(h).logsumexp(1).sum(), h)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_a_resnet_depth_it_does_not_have_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no depth 20 with width 1"):
+        build_model(ModelConfig(arch="resnet", depth=20, width=1), (3, 32, 32), 10)

@@ -123,22 +123,23 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
              eps: str = "8/255", norm: str = "linf", pgd_steps: int = 20, fid: str = "auto",
              inception_weights: str | None = None, samples: str = "auto", n_samples: int = 0,
              device: str | torch.device | None = None, seed: int = 0, write: bool = True,
-             robust_only: bool = False,
+             robust_only: bool = False, weights: str = "auto",
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict.
 
     `robust_only`: clean, PGD and AutoAttack only (no energy landscape, no generation), e.g. for
-    a robustness curve over several ε. The call's options are stored under ``options`` (the
+    a robustness curve over several ε. `weights`: 'auto' (the EMA copy when the run kept one),
+'ema' or 'raw'; the result's checkpoint block and protocol say which. The call's options are stored under ``options`` (the
     protocol `ebjdat study` and `ebjdat compare` match evaluations by) and the checkpoint's
     file identity (size, mtime) under ``checkpoint``, so a changed checkpoint is noticed."""
     options = {"ckpt": ckpt, "n": n, "attacks": attacks, "eps": eps, "norm": norm, "pgd_steps": pgd_steps,
                "fid": fid, "samples": samples, "n_samples": n_samples or DEFAULT_GENERATED, "seed": seed,
-               "robust_only": robust_only}
+               "robust_only": robust_only, "weights": weights}
     started = time.time()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     eps_value = float(parse_budget(eps))
     parse_attacks(attacks)  # a bad list fails before anything is loaded
-    run = load_run(path, ckpt, device)
+    run = load_run(path, ckpt, device, weights)
     recipe, model = run.recipe, run.model
     if recipe.runtime.threads:  # the run's CPU thread count (tiny models: 1 is fastest)
         torch.set_num_threads(recipe.runtime.threads)
@@ -155,12 +156,12 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     result: dict[str, Any] = {
         "run": str(run.run_dir) if run.run_dir else None,
         "checkpoint": {"kind": run.checkpoint_kind, "path": str(run.checkpoint_path), "step": run.step,
-                       "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+                       "weights": run.weights, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
         "method": recipe.method.name, "profile": recipe.method.profile,
         "dataset": recipe.data.name, "split": "test", "n": n,
         "clean_acc": robust["clean_acc"], "pgd_acc": robust["pgd_acc"], "aa_acc": robust["aa_acc"],
         "protocol": {"clean": {"split": "test", "points": n, "input_noise": 0.0, "model_mode": "eval"},
-                     **robust["protocol"]},
+                     "weights": run.weights, **robust["protocol"]},
         "options": options,
     }
     if robust_only:
@@ -242,6 +243,7 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
         events.emit("eval", run.step, float(run.checkpoint.get("epoch", 0.0)), split="test", source="ebjdat eval",
                     clean_acc=result["clean_acc"], pgd_acc=result["pgd_acc"], aa_acc=result["aa_acc"],
                     n=result["n"], checkpoint=result["checkpoint"]["kind"],
+                    weights=result["checkpoint"].get("weights", "raw"),
                     protocol={"pgd": {k: result["protocol"]["pgd"][k] for k in ("attack", "eps_text", "norm")},
                               "autoattack": {k: result["protocol"]["autoattack"][k]
                                              for k in ("package", "version", "attacks")}},

@@ -2,6 +2,10 @@
 
 `load_classifier` is the public door for outside tools: it returns an `nn.Module` in eval mode
 mapping [0, 1] NCHW images to logits, so any attack library can check ebjdat's numbers.
+
+Weights: a run trained with `train.ema` keeps an averaged copy in its checkpoints; `weights =
+"auto"` (the default everywhere) loads that copy when there is one, "ema" insists on it, "raw"
+takes the trained weights themselves. `LoadedRun.weights` says which, for every protocol.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class LoadedRun:
     recipe: Recipe
     model: nn.Module
     checkpoint: dict[str, Any]
+    weights: str = "raw"  # "raw", or "ema <decay>" when the averaged copy was loaded
 
     @property
     def step(self) -> int:
@@ -57,20 +62,38 @@ def find_checkpoint(path: str | Path, ckpt: str = "best") -> tuple[Path, str, Pa
     raise LoadError(f"{path}: no checkpoints/{ckpt}.pt (is it a run directory? has it saved one yet?)")
 
 
-def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+WEIGHTS = ("auto", "ema", "raw")
+
+
+def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu",
+             weights: str = "auto") -> LoadedRun:
     """The recipe and the trained model (eval mode, on `device`) of a run or checkpoint.
-    'best' falls back to 'last' when the run kept no best.pt (no validation split)."""
+    'best' falls back to 'last' when the run kept no best.pt (no validation split). `weights`:
+    'auto' (the EMA copy when the checkpoint has one), 'ema' or 'raw'."""
+    if weights not in WEIGHTS:
+        raise LoadError(f"--weights {weights}: use 'auto', 'ema' or 'raw'")
     file, kind, run_dir = find_checkpoint(path, ckpt)
     state = load_checkpoint(file, map_location="cpu")
     if "recipe" not in state or "model" not in state:
         raise LoadError(f"{file}: not an ebjdat checkpoint (no recipe/model)")
     recipe = from_toml_text(state["recipe"])
     model = build_model(recipe.model, tuple(state["image_shape"]), int(state["n_classes"]))
-    model.load_state_dict(state["model"])
+    ema = state.get("ema")
+    if weights == "ema" and not ema:
+        raise LoadError(f"{file}: no EMA weights (the run was trained without train.ema); "
+                        f"use --weights raw or auto")
+    if ema and weights != "raw":
+        model.load_state_dict(ema["model"])
+        label = f"ema {ema['decay']}"
+    else:
+        model.load_state_dict(state["model"])
+        label = "raw"
     model.to(device).eval()
-    return LoadedRun(run_dir, file, kind, recipe, model, state)
+    return LoadedRun(run_dir, file, kind, recipe, model, state, label)
 
 
-def load_classifier(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu") -> nn.Module:
-    """An `nn.Module` in eval mode mapping [0, 1] NCHW images to logits."""
-    return load_run(path, ckpt, device).model
+def load_classifier(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu",
+                    weights: str = "auto") -> nn.Module:
+    """An `nn.Module` in eval mode mapping [0, 1] NCHW images to logits (the EMA weights when
+    the run kept them, unless `weights="raw"`)."""
+    return load_run(path, ckpt, device, weights).model

@@ -96,6 +96,15 @@ class Method:
         """Called at logging time (a host sync is allowed here); returns extra metrics."""
         return {}
 
+    #: steps between calls of :meth:`on_cadence` (0: never); a method's own clock, independent
+    #: of train.log_every (DAT's AUC curriculum: sampler.auc_every)
+    cadence: int = 0
+
+    def on_cadence(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any] | None:
+        """Called every `cadence` steps on every rank (a host sync is allowed; `reduce` is the mean
+        over ranks, so all ranks decide alike); returns the fields of an event, or None."""
+        return None
+
 
 def clean_forward(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits on the labelled batch, its CE and accuracy (CE in fp32 whatever autocast did)."""

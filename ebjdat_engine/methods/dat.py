@@ -34,6 +34,7 @@ class DAT(Method):
         self.budget = pixel_budget(adversary, "standard")
         self.curriculum = AucCurriculum(sampler.n_steps, sampler.auc_threshold, sampler.auc_window,
                                         ctx.device)
+        self.cadence = sampler.auc_every
         self.weights = {"bce": cfg.w1, "ce_adv": cfg.w3, "ce": cfg.w_ce}
         self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe(),
                        "negatives": "uniform-noise seeds, L2 ascent on l_y"}
@@ -71,8 +72,13 @@ class DAT(Method):
         )
 
     def host_check(self) -> dict[str, Any]:
-        self.curriculum.advance()
         return {"dat_T": self.curriculum.steps}
+
+    def on_cadence(self, reduce) -> dict[str, Any] | None:
+        """The AUC curriculum's check (every sampler.auc_every steps, agreed across ranks)."""
+        if self.curriculum.advance(reduce):
+            return {"dat_T": self.curriculum.steps}
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"curriculum": self.curriculum.state_dict()}

@@ -12,11 +12,13 @@ from ..recipe.schema import ModelConfig
 from .cnn import SmallCNN
 from .energy import class_energy, energy, free_energy
 from .normalize import Classifier, InputNormalize, group_count, make_norm
+from .resnet import ResNet
 from .wrn import WideResNet, wrn_blocks_per_stage
 
 __all__ = [
     "Classifier",
     "InputNormalize",
+    "ResNet",
     "SmallCNN",
     "WideResNet",
     "build_model",
@@ -32,7 +34,8 @@ __all__ = [
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], n_classes: int) -> Classifier:
     """The classifier ``cfg.arch`` names, for (C, H, W) images and `n_classes` classes.
 
-    'wrn' -> :class:`WideResNet` (depth must be 6n+4, else ValueError), 'cnn' -> :class:`SmallCNN`.
+    'wrn' -> :class:`WideResNet` (depth must be 6n+4, else ValueError), 'cnn' -> :class:`SmallCNN`,
+    'resnet' -> :class:`ResNet` (torchvision's, stem adapted to the image size H).
     Parameters are drawn from torch's global RNG, so the result is deterministic given
     ``torch.manual_seed``.
     """
@@ -45,4 +48,6 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], n_classes: 
         return WideResNet(cfg, in_channels, n_classes)
     if cfg.arch == "cnn":
         return SmallCNN(cfg, in_channels, n_classes)
-    raise ValueError(f"unknown arch {cfg.arch!r}; expected 'wrn' or 'cnn'")
+    if cfg.arch == "resnet":
+        return ResNet(cfg, in_channels, n_classes, resolution=int(image_shape[1]))
+    raise ValueError(f"unknown arch {cfg.arch!r}; expected 'wrn', 'cnn' or 'resnet'")

@@ -29,7 +29,7 @@ from .fields import (
 )
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
-ARCHS = ("wrn", "cnn")
+ARCHS = ("wrn", "cnn", "resnet")
 NORMS = ("none", "batch", "group")
 #: Methods the engine trains (one module each in ebjdat_engine/methods/).
 METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", "dat")
@@ -95,11 +95,13 @@ class DataConfig:
 class ModelConfig:
     """[model]: the classifier whose logits define the energy."""
 
-    arch: str = field("cnn", "'wrn' (Wide-ResNet, pre-activation, as in the JEM line) or 'cnn' "
-                      "(a small CNN for 8x8 and 28x28 inputs).", check=one_of(*ARCHS))
-    depth: int = field(28, "WRN depth; must be 6n+4 (e.g. 10, 16, 28).", check=at_least(10))
-    width: int = field(10, "WRN widening factor; for 'cnn', the channel multiplier (base 16).",
-                       check=at_least(1))
+    arch: str = field("cnn", "'wrn' (Wide-ResNet, pre-activation, as in the JEM line), 'cnn' "
+                      "(a small CNN for 8x8 and 28x28 inputs) or 'resnet' (torchvision's ResNets, "
+                      "stem adapted to the resolution).", check=one_of(*ARCHS))
+    depth: int = field(28, "WRN depth, 6n+4 (e.g. 10, 16, 28, 34); ResNet depth 18, 34, 50 or 101.",
+                       check=at_least(10))
+    width: int = field(10, "WRN widening factor; for 'cnn', the channel multiplier (base 16); for "
+                       "'resnet', 1 or 2 (Wide-ResNet-50-2 / 101-2).", check=at_least(1))
     norm: str = field("none", "Normalisation layers: 'none', 'batch' or 'group'.", check=one_of(*NORMS))
     bn_momentum: float = field(0.1, "BatchNorm momentum in PyTorch's sense (the JEM line uses 0.9).",
                                check=probability)
@@ -108,6 +110,13 @@ class ModelConfig:
     input_mean: float = field(0.5, "Per-pixel mean the model subtracts from [0, 1] inputs.")
     input_std: float = field(0.5, "Per-pixel std the model divides by (0.5 maps [0, 1] to [-1, 1] "
                              "as in the JEM line).", check=positive)
+    init_from: Optional[str] = field(None, "Warm start: a run directory or checkpoint file whose "
+                                     "weights (its last.pt) start this run; not the optimizer (that is "
+                                     "--resume). BatchNorm is folded into the preceding convolutions "
+                                     "when the source has it and this recipe has norm 'none' (DAT stage "
+                                     "1 -> 2). Relative to the working directory.")
+    init_weights: str = field("auto", "Which weights of init_from: 'auto' (its EMA copy when it kept "
+                              "one), 'ema' or 'raw'.", check=one_of("auto", "ema", "raw"))
 
 
 @attrs.frozen
@@ -165,6 +174,8 @@ class SamplerConfig:
     auc_threshold: float = field(0.8, "DAT: raise T when the running AUC (real vs negatives) reaches this.",
                                  check=probability)
     auc_window: int = field(1000, "DAT: images in the running AUC before T may rise.", check=at_least(1))
+    auc_every: int = field(10, "DAT: check the running AUC every this many steps (one host sync; its "
+                           "own cadence, independent of train.log_every).", check=at_least(1))
 
 
 @attrs.frozen
@@ -219,6 +230,10 @@ class TrainConfig:
                             "last.pt and best.pt).", check=at_least(0))
     control_every: int = field(20, "Look for requests in control/ every this many steps.",
                                check=at_least(1))
+    ema: float = field(0.0, "Decay of an exponential moving average of the weights and BatchNorm "
+                       "buffers, updated every step (0: off; DAT: 0.999). Saved in checkpoints and "
+                       "used by evaluation, sampling and load_classifier unless --weights raw.",
+                       check=in_range(0.0, 0.999999))
 
 
 @attrs.frozen

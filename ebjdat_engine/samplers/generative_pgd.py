@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 
+from typing import Callable
+
 import torch
 
 from .common import AutocastFactory, fp32_leaf, frozen_params, input_grad, l2_normalize
@@ -87,16 +89,20 @@ class AucCurriculum:
         """Mean AUC of the current window (one host sync; NaN when it is empty)."""
         return float(self._auc_sum.item() / self._count) if self._count else float("nan")
 
-    def advance(self) -> bool:
+    def advance(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> bool:
         """Decide once ≥ `window` images have been seen (one sync): returns True iff T rose.
 
         Below `window` images nothing happens; otherwise the window is reset and T becomes
         ``min(T + 1, max_steps)`` if its mean AUC ≥ `threshold`. At ``T = max_steps`` it stays
-        there and False is returned.
+        there and False is returned. `reduce` (under torchrun: the mean over ranks, whose windows
+        hold equal numbers of images) makes every rank take the same decision.
         """
         if self._count < self.window:
             return False
-        passed = self.mean_auc() >= self.threshold
+        mean = self._auc_sum / self._count
+        if reduce is not None:
+            mean = reduce(mean.float().reshape(1))[0]
+        passed = float(mean.item()) >= self.threshold
         self._auc_sum.zero_()
         self._count = 0
         if passed and self.steps < self.max_steps:

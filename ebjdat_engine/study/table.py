@@ -2,7 +2,7 @@
 
 One place turns an `ebjdat eval` result (RUN/eval/<time>.json) into a table row (clean, PGD,
 AutoAttack, generation beside its floor and init baseline, energy gaps, training wall time and
-images/s) and into its protocol (checkpoint kind, points, ε, norm, attacks, PGD steps, generated
+images/s) and into its protocol (checkpoint kind, weights (raw or EMA), points, ε, norm, attacks, PGD steps, generated
 samples, seed). `ebjdat compare` and `ebjdat study` both use it, so a study's table and a
 comparison of the same runs show the same numbers, and two numbers measured differently are
 never put side by side without a flag.
@@ -19,7 +19,7 @@ from ..recipe.fields import CheckError, parse_budget
 from ..train.events import read_events
 
 #: The protocol fields that must agree for two evaluations to be compared, in display order.
-PROTOCOL_FIELDS = ("checkpoint", "points", "eps", "norm", "attacks", "pgd_steps", "generated", "seed")
+PROTOCOL_FIELDS = ("checkpoint", "weights", "points", "eps", "norm", "attacks", "pgd_steps", "generated", "seed")
 
 #: Row columns: key, header, kind ("acc" in %, "num", "s" seconds, "rate")
 COLUMNS = (
@@ -61,7 +61,9 @@ def protocol_of(result: dict[str, Any]) -> dict[str, Any]:
     generated = None
     if gen:
         generated = f"{gen.get('n', '?')} {'buffer' if 'buffer' in str(gen.get('source', '')) else 'fresh'}"
-    return {"checkpoint": (result.get("checkpoint") or {}).get("kind"), "points": result.get("n"),
+    return {"checkpoint": (result.get("checkpoint") or {}).get("kind"),
+            "weights": (result.get("checkpoint") or {}).get("weights", "raw"),  # older evals: raw
+            "points": result.get("n"),
             "eps": pgd.get("eps_text", options.get("eps")), "norm": pgd.get("norm", options.get("norm")),
             "attacks": attacks, "pgd_steps": pgd.get("steps", options.get("pgd_steps")),
             "generated": generated if not options.get("robust_only") else "none",
@@ -213,6 +215,7 @@ def fmt_mean_std(stat: dict[str, Any], kind: str) -> str:
 def fmt_protocol(p: dict[str, Any]) -> str:
     """'last, 300 pts, linf 0.1, standard AA, PGD-20, 1000 buffer samples, seed 0'."""
     gen = p.get("generated")
-    return (f"{p.get('checkpoint')}, {p.get('points')} pts, {p.get('norm')} {p.get('eps')}, "
+    weights = p.get("weights") or "raw"
+    return (f"{p.get('checkpoint')}{'' if weights == 'raw' else ' (' + weights + ')'}, {p.get('points')} pts, {p.get('norm')} {p.get('eps')}, "
             f"{p.get('attacks')} AA, PGD-{p.get('pgd_steps')}, "
             f"{'no generation' if gen in (None, 'none') else gen + ' samples'}, seed {p.get('seed')}")

@@ -31,6 +31,7 @@ from ..monitor.probe import EnergyProbe
 from ..recipe import Recipe, to_toml
 from . import control, distributed
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rng_state, save_atomic, set_rng_state
+from .ema import WeightEMA
 from .events import EventWriter
 from .optim import build_optimizer, build_schedule, lr_factor
 from .runtime import autocast, grad_scaler
@@ -85,6 +86,8 @@ class Trainer:
         base_optimizer = getattr(self.optimizer, "base_optimizer", self.optimizer)
         self.schedule = build_schedule(recipe.optim, base_optimizer, self.steps_per_epoch)
         self.scaler = grad_scaler(recipe.runtime, device)
+        # train.ema: an averaged copy of the weights, what evaluation sees (DAT's EMA)
+        self.ema = WeightEMA(model, train.ema) if train.ema > 0 else None
         self.monitor = EnergyMonitor(recipe.monitor, device)
         # eval-mode measurements between steps: rank 0 only, never a collective
         self.generated_source = GeneratedSource(method)
@@ -104,6 +107,7 @@ class Trainer:
         self._clock = (time.perf_counter(), 0)
         self._last_eval_step = -1
         self._generated: torch.Tensor | None = None
+        self.warm_start: dict[str, Any] | None = None  # model.init_from: where the weights came from
 
     # --- the iteration --------------------------------------------------------------------
 
@@ -129,6 +133,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.schedule.step()
+        if self.ema is not None:
+            self.ema.update()                                # W_ema <- lerp(W_ema, W, 1 - decay)
         # bookkeeping: device-side only, no host sync
         self._accumulate(loss.detach(), out.terms, out.stats)
         self._generated = samples.get("x_q", samples.get("x_neg"))  # a reference, not a copy
@@ -181,7 +187,7 @@ class Trainer:
                   weights=dict(self.method.weights), device=str(self.device),
                   n_train=len(self.splits.train),
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
-                  n_test=len(self.splits.test), resumed_from=resumed_from,
+                  n_test=len(self.splits.test), resumed_from=resumed_from, init_from=self.warm_start,
                   run_dir=str(self.run_dir))
         if resumed_from is None:
             self.save_checkpoint("last")  # a healthy state to roll back to from the first step
@@ -189,6 +195,8 @@ class Trainer:
         while self.step < self.total_steps:
             self.train_step(self.next_batch())
             self.step += 1
+            if self.method.cadence and self.step % self.method.cadence == 0:
+                self.method_check()
             epoch_end = self.step % self.steps_per_epoch == 0
             if self.step % train.log_every == 0 or self.step == self.total_steps:
                 self.log_metrics()
@@ -215,6 +223,12 @@ class Trainer:
                 if reason:
                     return self.stop(reason)
         return self.finish()
+
+    def method_check(self) -> None:
+        """The method's own periodic decision (DAT's AUC curriculum), the same on every rank."""
+        fields = self.method.on_cadence(lambda t: distributed.all_reduce_mean(self.dist, t))
+        if fields:
+            self.emit("curriculum", method=self.method.name, **fields)
 
     # --- collapse ---------------------------------------------------------------------------
 
@@ -334,6 +348,16 @@ class Trainer:
         if fields is not None:
             self.emit("generation", **fields)
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """What evaluation during training sees: the EMA copy when `train.ema` is on."""
+        return self.ema.module if self.ema is not None else self.forward_model
+
+    @property
+    def weights_label(self) -> str:
+        """The weights an evaluation used, as every eval protocol records them."""
+        return f"ema {self.ema.decay}" if self.ema is not None else "raw"
+
     def evaluate(self) -> dict[str, float]:
         """Clean accuracy on the validation split (else the test split) and, at the end, test."""
         results: dict[str, float] = {}
@@ -342,12 +366,12 @@ class Trainer:
         if not splits or self.step == self.total_steps:
             splits.append(("test", self.splits.test))
         for name, split in splits:
-            acc, n = clean_accuracy(self.forward_model, split, ev.batch_size, ev.n,
+            acc, n = clean_accuracy(self.eval_model, split, ev.batch_size, ev.n,
                                     autocast(self.recipe.runtime, self.device))
             results[f"{name}_acc"] = acc
             self.emit("eval", split=name, clean_acc=acc, n=n,
                       protocol={"attack": "none", "checkpoint": "current", "points": n,
-                                "split": name, "input_noise": 0.0})
+                                "split": name, "input_noise": 0.0, "weights": self.weights_label})
         self._last_eval_step = self.step
         return results
 
@@ -360,7 +384,7 @@ class Trainer:
         name, split = ("valid", self.splits.valid) if self.splits.valid is not None else ("test", self.splits.test)
         n = min(ev.robust_n, len(split))
         x, y = split.images[:n].float().div(255.0), split.labels[:n]
-        model = self.forward_model
+        model = self.eval_model
         was_training = model.training
         model.eval()
         try:
@@ -369,6 +393,7 @@ class Trainer:
         finally:
             model.train(was_training)
         results["protocol"]["checkpoint"] = "current"
+        results["protocol"]["weights"] = self.weights_label
         self.emit("eval", split=name, n=n, **results)
         return {"pgd_acc": results["pgd_acc"], "aa_acc": results["aa_acc"]}
 
@@ -447,6 +472,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -480,6 +506,11 @@ class Trainer:
         current RNG stream, so the retry does not replay the same noise."""
         ckpt = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            if ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            else:  # train.ema turned on at a resume: average from the weights as they are
+                self.ema = WeightEMA(self.model, self.recipe.train.ema)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.scaler.load_state_dict(ckpt["scaler"])

@@ -97,7 +97,16 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                            f"{info.world_size} ranks; use a multiple of the number of processes"])
     seed_everything(recipe.run.seed)
     splits = load_dataset(recipe.data, device, recipe.run.seed)
-    model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
+    try:
+        model = build_model(recipe.model, splits.image_shape, splits.n_classes)
+    except ValueError as e:  # a depth the architecture does not have, ...
+        raise RecipeError([f"$.model: {e}"]) from None
+    warm = None
+    if recipe.model.init_from and resume is None:  # a resumed run's weights come from its checkpoint
+        from .warm_start import warm_start
+
+        warm = warm_start(model, recipe.model)
+    model = model.to(device)
     if recipe.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     seed_everything(recipe.run.seed + info.rank)  # same init everywhere, own noise per rank
@@ -135,6 +144,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
 
     events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
     trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info)
+    trainer.warm_start = warm
     resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
     try:
         with control.StopFlag() as stop:

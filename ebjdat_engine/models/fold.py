@@ -1,0 +1,80 @@
+"""BatchNorm folding: a BN network's weights as those of the same network without BN.
+
+DAT trains in two stages: adversarial training with BatchNorm, then the energy-based stage
+without it (BN and short-run sampling do not mix), started from the stage-1 weights. In eval
+mode a BatchNorm is a per-channel affine map, y = γ (x − μ) / √(σ² + ε) + β; when it directly
+follows a convolution it can be folded into that convolution's weight and bias exactly:
+
+    W' = W · s,   b' = (b − μ) · s + β,   s = γ / √(σ² + ε)   (per output channel).
+
+`foldable_pairs` finds every (convolution, BatchNorm) pair by tracing the network (torch.fx), so
+any architecture built of conv → BN works (the small CNN, torchvision's ResNets). A BatchNorm
+that does not directly follow a convolution (a pre-activation block's first norm, which follows a
+residual sum) cannot be folded exactly; `FoldError` names it rather than changing the function.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+
+class FoldError(ValueError):
+    """A BatchNorm cannot be folded into a preceding convolution; the message says which and why."""
+
+
+def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(convolution name, BatchNorm name) for every BatchNorm of `model`; FoldError when one does
+    not directly follow a convolution whose output nothing else uses."""
+    modules = dict(model.named_modules())
+    bns = [name for name, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return []
+    graph = fx.symbolic_trace(model).graph
+    pairs, found = [], set()
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in bns:
+            continue
+        src = node.args[0] if node.args else None
+        conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if not isinstance(conv, nn.Conv2d):
+            what = f"`{src.target}`" if isinstance(src, fx.Node) and src.op == "call_module" else \
+                f"a `{getattr(src, 'target', src)}` operation"
+            raise FoldError(f"BatchNorm `{node.target}` follows {what}, not a convolution, so it cannot be "
+                            f"folded exactly (a pre-activation block's norm follows a residual sum); "
+                            f"use an architecture whose BatchNorms follow convolutions (model.arch = "
+                            f"'cnn' or 'resnet'), or keep model.norm = 'batch'")
+        if len(src.users) != 1:
+            raise FoldError(f"BatchNorm `{node.target}`: the output of `{src.target}` is used elsewhere "
+                            f"as well, so folding would change it there")
+        pairs.append((src.target, node.target))
+        found.add(node.target)
+    missing = [name for name in bns if name not in found]
+    if missing:
+        raise FoldError(f"BatchNorm `{missing[0]}` is not called in the forward pass")
+    return pairs
+
+
+@torch.no_grad()
+def folded_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`model`'s state dict with every BatchNorm folded into its convolution and the BatchNorm
+    entries removed (the state dict of the same network with norm 'none', whose convolutions
+    have biases); and the names of the folded BatchNorms."""
+    pairs = foldable_pairs(model)
+    modules = dict(model.named_modules())
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for conv_name, bn_name in pairs:
+        conv, bn = modules[conv_name], modules[bn_name]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+            1.0 / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        state[f"{conv_name}.weight"] = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+        state[f"{conv_name}.bias"] = (bias - bn.running_mean) * scale + shift
+        for key in list(state):
+            if key.startswith(f"{bn_name}."):
+                del state[key]
+    return state, [bn for _, bn in pairs]
+
+
+__all__ = ["FoldError", "foldable_pairs", "folded_state_dict"]
