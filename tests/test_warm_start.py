@@ -108,3 +108,25 @@ def test_a_torchvision_resnet_folds_every_batchnorm_exactly():
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         assert (plain.eval()(x) - bn(x)).abs().max() < 1e-4
+
+
+def test_a_pre_activation_wrn_converts_to_affine_exactly():
+    from ebjdat_engine.models.fold import affine_state_dict
+
+    torch.manual_seed(0)
+    bn = build_model(ModelConfig(arch="wrn", depth=10, width=1, norm="batch"), (3, 8, 8), 10)
+    bn.train()
+    with torch.no_grad():
+        for _ in range(3):
+            bn(torch.rand(16, 3, 8, 8) * 1.5)
+    state, names = affine_state_dict(bn.eval())
+    assert len(names) == 7 and not any("running" in k for k in state)  # 2 per block x 3 + final
+    affine = build_model(ModelConfig(arch="wrn", depth=10, width=1, norm="affine"), (3, 8, 8), 10)
+    affine.load_state_dict(state)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in affine.modules())
+    x = torch.rand(32, 3, 8, 8)
+    with torch.no_grad():
+        assert (affine.eval()(x) - bn(x)).abs().max() < 1e-4
+        # no batch statistics: an image's logits do not depend on the rest of its batch in train mode
+        affine.train()
+        assert torch.allclose(affine(x)[:4], affine(x[:4]), atol=1e-5)

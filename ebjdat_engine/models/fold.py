@@ -11,6 +11,8 @@ follows a convolution it can be folded into that convolution's weight and bias e
 any architecture built of conv → BN works (the small CNN, torchvision's ResNets). A BatchNorm
 that does not directly follow a convolution (a pre-activation block's first norm, which follows a
 residual sum) cannot be folded exactly; `FoldError` names it rather than changing the function.
+For those, `affine_state_dict` turns every BatchNorm into a per-channel affine layer
+(`model.norm = "affine"`): the same eval-mode function, no batch statistics, any architecture.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
                 f"a `{getattr(src, 'target', src)}` operation"
             raise FoldError(f"BatchNorm `{node.target}` follows {what}, not a convolution, so it cannot be "
                             f"folded exactly (a pre-activation block's norm follows a residual sum); "
-                            f"use an architecture whose BatchNorms follow convolutions (model.arch = "
-                            f"'cnn' or 'resnet'), or keep model.norm = 'batch'")
+                            f"use model.norm = 'affine' (each BatchNorm becomes a per-channel affine "
+                            f"layer: exact in any architecture), an architecture whose BatchNorms "
+                            f"follow convolutions (model.arch = 'cnn' or 'resnet'), or keep 'batch'")
         if len(src.users) != 1:
             raise FoldError(f"BatchNorm `{node.target}`: the output of `{src.target}` is used elsewhere "
-                            f"as well, so folding would change it there")
+                            f"as well, so folding would change it there; use model.norm = 'affine' "
+                            f"(each BatchNorm becomes a per-channel affine layer: exact in any "
+                            f"architecture)")
         pairs.append((src.target, node.target))
         found.add(node.target)
     missing = [name for name in bns if name not in found]
@@ -77,4 +82,27 @@ def folded_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[s
     return state, [bn for _, bn in pairs]
 
 
-__all__ = ["FoldError", "foldable_pairs", "folded_state_dict"]
+@torch.no_grad()
+def affine_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`model`'s state dict with every BatchNorm turned into a `ChannelAffine` of the same name
+    (norm 'affine'): weight = γ / √(σ² + ε), bias = β − μ · weight. Exact in eval mode, in any
+    architecture; returns the state dict and the converted BatchNorms' names."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    names = []
+    for name, bn in model.named_modules():
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            continue
+        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+        if bn.affine:
+            scale = bn.weight * scale
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        for key in list(state):
+            if key.startswith(f"{name}."):
+                del state[key]
+        state[f"{name}.weight"] = scale
+        state[f"{name}.bias"] = shift - bn.running_mean * scale
+        names.append(name)
+    return state, names
+
+
+__all__ = ["FoldError", "affine_state_dict", "foldable_pairs", "folded_state_dict"]

@@ -39,6 +39,22 @@ def group_count(channels: int, max_groups: int = MAX_GROUPS) -> int:
     return max(g for g in range(1, limit + 1) if channels % g == 0)
 
 
+class ChannelAffine(nn.Module):
+    """``y = weight · x + bias`` per channel: BatchNorm's eval-mode function with its statistics
+    baked in, and no batch statistics at all (norm 'affine'). A BatchNorm converts to it exactly
+    (`models.fold.affine_state_dict`), in any architecture, also where it cannot be folded into a
+    convolution (a pre-activation block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.weight.to(x.dtype).reshape(shape) + self.bias.to(x.dtype).reshape(shape)
+
+
 def make_norm(kind: str, channels: int, bn_momentum: float = 0.1) -> nn.Module:
     """The normalisation layer ``ModelConfig.norm`` names, for a `channels`-channel feature map.
 
@@ -52,7 +68,9 @@ def make_norm(kind: str, channels: int, bn_momentum: float = 0.1) -> nn.Module:
         return nn.BatchNorm2d(channels, momentum=bn_momentum)
     if kind == "group":
         return nn.GroupNorm(group_count(channels), channels)
-    raise ValueError(f"unknown norm {kind!r}; expected 'none', 'batch' or 'group'")
+    if kind == "affine":
+        return ChannelAffine(channels)
+    raise ValueError(f"unknown norm {kind!r}; expected 'none', 'batch', 'group' or 'affine'")
 
 
 def norm_from_config(cfg: ModelConfig, channels: int) -> nn.Module:

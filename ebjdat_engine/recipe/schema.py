@@ -30,7 +30,7 @@ from .fields import (
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 ARCHS = ("wrn", "cnn", "resnet")
-NORMS = ("none", "batch", "group")
+NORMS = ("none", "batch", "group", "affine")
 #: Methods the engine trains (one module each in ebjdat_engine/methods/).
 METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", "dat")
 #: Generative bases EB-JDAT is grafted on (ALGORITHMS.md §4.4).
@@ -102,7 +102,9 @@ class ModelConfig:
                        check=at_least(10))
     width: int = field(10, "WRN widening factor; for 'cnn', the channel multiplier (base 16); for "
                        "'resnet', 1 or 2 (Wide-ResNet-50-2 / 101-2).", check=at_least(1))
-    norm: str = field("none", "Normalisation layers: 'none', 'batch' or 'group'.", check=one_of(*NORMS))
+    norm: str = field("none", "Normalisation layers: 'none', 'batch', 'group' or 'affine' (a learned "
+                      "per-channel scale and shift, no statistics: what a BatchNorm becomes in a "
+                      "warm start when it cannot be folded into a convolution).", check=one_of(*NORMS))
     bn_momentum: float = field(0.1, "BatchNorm momentum in PyTorch's sense (the JEM line uses 0.9).",
                                check=probability)
     dropout: float = field(0.0, "Dropout rate inside residual blocks.", check=in_range(0.0, 0.99))

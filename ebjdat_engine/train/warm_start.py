@@ -6,7 +6,8 @@ Only weights travel (the optimizer, schedule, buffer and RNGs start fresh; conti
 * same normalisation on both sides: the state dict is copied as it is;
 * the source has BatchNorm and this recipe has `model.norm = "none"` (DAT's stage 1 → stage 2):
   every BatchNorm is folded into its convolution (`models.fold`), so the new network computes the
-  source's eval-mode function exactly;
+  source's eval-mode function exactly; with `model.norm = "affine"` every BatchNorm becomes a
+  per-channel affine layer instead (exact in any architecture, the pre-activation WRN included);
 * anything else that does not fit (another width, depth, class count or architecture): an error
   naming the tensors, before a run directory is made.
 
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.fold import FoldError, folded_state_dict
+from ..models.fold import FoldError, affine_state_dict, folded_state_dict
 from ..recipe import RecipeError
 from ..recipe.schema import ModelConfig
 
@@ -57,10 +58,12 @@ def warm_start(model: nn.Module, cfg: ModelConfig) -> dict[str, Any]:
             state, folded = folded_state_dict(src.model)
         except FoldError as e:
             raise RecipeError([f"{key}: {e}"]) from None
+    elif src_norm == "batch" and our_norm == "affine":
+        state, folded = affine_state_dict(src.model)
     elif src_norm != our_norm:
         raise RecipeError([f"{key}: the source was trained with model.norm = '{src_norm}' and this "
-                           f"recipe has '{our_norm}'; warm starts keep the norm, or fold BatchNorm "
-                           f"into norm 'none'"])
+                           f"recipe has '{our_norm}'; warm starts keep the norm, or turn BatchNorm "
+                           f"into 'none' (folded into the convolutions) or 'affine'"])
     else:
         state = src.model.state_dict()
     problems = mismatches(model.state_dict(), state)
@@ -71,7 +74,8 @@ def warm_start(model: nn.Module, cfg: ModelConfig) -> dict[str, Any]:
     model.load_state_dict(state)
     return {"source": str(src.checkpoint_path), "step": src.step, "weights": src.weights,
             "method": src.recipe.method.name, "norm": src_norm,
-            "folded_batchnorms": len(folded)}
+            "folded_batchnorms": len(folded),
+            "folded_into": {"none": "convolutions", "affine": "per-channel affine layers"}.get(our_norm)}
 
 
 __all__ = ["mismatches", "warm_start"]
