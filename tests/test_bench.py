@@ -49,3 +49,15 @@ def test_bench_runs_on_synthetic_data_when_the_dataset_is_missing(tiny_recipe, t
                                    "train.batch_size=4"])
     report = bench(recipe, steps=1, warmup=0)
     assert report["data"].startswith("synthetic cifar10") and report["image_shape"] == [3, 32, 32]
+
+
+def test_bench_reports_f_per_image_for_a_resnet_backbone(tiny_recipe, tmp_path):
+    # a torchvision ResNet-18 on synthetic 32x32 CIFAR-shaped data (3x3 stem) and on 8x8 digits
+    recipe = resolve(tiny_recipe, ['data.name="cifar10"', f'data.root="{tmp_path}"', "data.n_valid=0",
+                                   "train.batch_size=4", 'model.arch="resnet"', "model.depth=18",
+                                   "model.width=1", 'method.name="standard"'])
+    report = bench(recipe, steps=1, warmup=0)
+    assert report["model"] == "resnet18 (3x3 stem)"
+    # ResNet-18 with a stride-1 stem at 32 px: ~0.56 GFLOP (multiply-adds x 2 ~ 1.1e9) per image
+    assert 0.4e9 < report["F_flops"] < 1.5e9
+    assert report["flops_per_image_F"] == pytest.approx(3.0, rel=0.05)  # standard CE: forward + backward

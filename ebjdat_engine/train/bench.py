@@ -38,6 +38,18 @@ PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe"
              "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
 
 
+def model_label(cfg, image_shape) -> str:
+    """'wrn-28-10', 'cnn-w1', 'resnet18 (3x3 stem)', 'wide_resnet50_2 (7x7 stem)', ..."""
+    if cfg.arch == "wrn":
+        return f"wrn-{cfg.depth}-{cfg.width}"
+    if cfg.arch == "resnet":
+        from ..models.resnet import SMALL_STEM_MAX, variant_name
+
+        stem = "3x3" if int(image_shape[1]) <= SMALL_STEM_MAX else "7x7"
+        return f"{variant_name(cfg.depth, cfg.width)} ({stem} stem)"
+    return f"cnn-w{cfg.width}"
+
+
 def synthetic_splits(name: str, n_train: int, device: torch.device, seed: int) -> DataSplits:
     (shape, n_classes) = SHAPES[name]
     g = torch.Generator().manual_seed(seed)
@@ -171,8 +183,7 @@ def bench(recipe: Recipe, steps: int = 5, warmup: int = 2,
         "base": recipe.method.base if recipe.method.name == "ebjdat" else None,
         "profile": recipe.method.profile,
         "device": str(device), "device_name": device_name, "torch": torch.__version__,
-        "data": data_note, "model": f"{recipe.model.arch}-{recipe.model.depth}-{recipe.model.width}"
-        if recipe.model.arch == "wrn" else f"cnn-w{recipe.model.width}",
+        "data": data_note, "model": model_label(recipe.model, splits.image_shape),
         "image_shape": list(splits.image_shape), "batch_size": batch, "px_batch_size": px_batch,
         "amp": recipe.runtime.amp, "compile": recipe.runtime.compile,
         "channels_last": recipe.runtime.channels_last,
