@@ -101,7 +101,7 @@ class AucCurriculum:
             return False
         mean = self._auc_sum / self._count
         if reduce is not None:
-            mean = reduce(mean.float().reshape(1))[0]
+            mean = reduce(mean.reshape(1))[0]
         passed = float(mean.item()) >= self.threshold
         self._auc_sum.zero_()
         self._count = 0
