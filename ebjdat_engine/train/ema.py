@@ -30,7 +30,7 @@ class WeightEMA:
         self.decay = decay
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.averaged.update_parameters(model)  # W_0^EMA = W_0 (the one host check, at start)
-        self.averaged.eval()
+        self.averaged.eval().requires_grad_(False)  # evaluated, never trained: attacks leave no .grad
         self._fn = get_ema_multi_avg_fn(decay)
         self._bind(model)
 
