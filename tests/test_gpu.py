@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA): no host sync inside the training step, bf16 autocast."""
+"""GPU checks (skipped without CUDA): no host sync inside the training step (weight EMA and
+channels_last included), bf16 autocast."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ def test_training_step_never_syncs_with_the_host(tiny_recipe, method):
     from ebjdat_engine.train.runtime import autocast
 
     recipe = resolve(tiny_recipe, [f"method.name={method}", 'runtime.device="cuda"', 'runtime.amp="bf16"',
-                                   "sampler.buffer_size=128", "sampler.n_steps=2", "adversary.steps=2"])
+                                   "sampler.buffer_size=128", "sampler.n_steps=2", "adversary.steps=2",
+                                   "train.ema=0.999", "runtime.channels_last=true"])
     device = torch.device("cuda")
     splits = load_dataset(recipe.data, device, 0)
     model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
+    model = model.to(memory_format=torch.channels_last)  # as the session does for channels_last
     method_obj = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
         device=device, n_classes=splits.n_classes, image_shape=splits.image_shape, input_std=0.5,
         autocast=lambda: autocast(recipe.runtime, device), train_images=splits.train.images,
