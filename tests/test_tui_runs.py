@@ -293,6 +293,13 @@ def test_eval_rows_carry_their_protocol():
                 "protocol": {"autoattack": {"version": "standard", "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"],
                                             "eps": 8 / 255}}}
     assert eval_rows((standard,))[0][2] == "standard 8/255 n=200"
+    # the clean row names EMA weights when they were evaluated (train.ema), and nothing for raw
+    ema = {"type": "eval", "step": 2, "split": "test", "clean_acc": 0.9, "n": 300, "checkpoint": "last",
+           "weights": "ema 0.999"}
+    assert eval_rows((ema,))[0][2] == "test n=300 last ema 0.999"
+    during = {"type": "eval", "step": 3, "split": "valid", "clean_acc": 0.9, "n": 100,
+              "protocol": {"checkpoint": "current", "weights": "raw"}}
+    assert eval_rows((during,))[0][2] == "valid n=100"
 
 
 def test_summarize_and_ls(tmp_path: Path):

@@ -45,6 +45,9 @@ def clean_text(event: dict[str, Any]) -> str:
     ckpt = event.get("checkpoint") or _protocol(event).get("checkpoint")
     if ckpt and ckpt != "current":
         parts.append(str(ckpt))
+    weights = event.get("weights") or _protocol(event).get("weights")
+    if weights and weights != "raw":  # train.ema: the averaged weights were evaluated
+        parts.append(str(weights))
     return " ".join(parts)
 
 
