@@ -129,9 +129,10 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
 
     `robust_only`: clean, PGD and AutoAttack only (no energy landscape, no generation), e.g. for
     a robustness curve over several ε. `weights`: 'auto' (the EMA copy when the run kept one),
-'ema' or 'raw'; the result's checkpoint block and protocol say which. The call's options are stored under ``options`` (the
-    protocol `ebjdat study` and `ebjdat compare` match evaluations by) and the checkpoint's
-    file identity (size, mtime) under ``checkpoint``, so a changed checkpoint is noticed."""
+    'ema' or 'raw'; the result's checkpoint block and protocol say which. The call's options are
+    stored under ``options`` (the protocol `ebjdat study` and `ebjdat compare` match evaluations
+    by) and the checkpoint's file identity (size, mtime) under ``checkpoint``, so a changed
+    checkpoint is noticed."""
     options = {"ckpt": ckpt, "n": n, "attacks": attacks, "eps": eps, "norm": norm, "pgd_steps": pgd_steps,
                "fid": fid, "samples": samples, "n_samples": n_samples or DEFAULT_GENERATED, "seed": seed,
                "robust_only": robust_only, "weights": weights}
@@ -243,7 +244,7 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
         events.emit("eval", run.step, float(run.checkpoint.get("epoch", 0.0)), split="test", source="ebjdat eval",
                     clean_acc=result["clean_acc"], pgd_acc=result["pgd_acc"], aa_acc=result["aa_acc"],
                     n=result["n"], checkpoint=result["checkpoint"]["kind"],
-                    weights=result["checkpoint"].get("weights", "raw"),
+                    weights=result["checkpoint"]["weights"],
                     protocol={"pgd": {k: result["protocol"]["pgd"][k] for k in ("attack", "eps_text", "norm")},
                               "autoattack": {k: result["protocol"]["autoattack"][k]
                                              for k in ("package", "version", "attacks")}},

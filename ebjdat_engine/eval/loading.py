@@ -19,7 +19,9 @@ from torch import nn
 
 from ..models import build_model
 from ..recipe import Recipe, from_toml_text
+from ..recipe.schema import WEIGHT_CHOICES
 from ..train.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from ..train.ema import ema_label
 
 
 class LoadError(Exception):
@@ -62,15 +64,12 @@ def find_checkpoint(path: str | Path, ckpt: str = "best") -> tuple[Path, str, Pa
     raise LoadError(f"{path}: no checkpoints/{ckpt}.pt (is it a run directory? has it saved one yet?)")
 
 
-WEIGHTS = ("auto", "ema", "raw")
-
-
 def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = "cpu",
              weights: str = "auto") -> LoadedRun:
     """The recipe and the trained model (eval mode, on `device`) of a run or checkpoint.
     'best' falls back to 'last' when the run kept no best.pt (no validation split). `weights`:
     'auto' (the EMA copy when the checkpoint has one), 'ema' or 'raw'."""
-    if weights not in WEIGHTS:
+    if weights not in WEIGHT_CHOICES:
         raise LoadError(f"--weights {weights}: use 'auto', 'ema' or 'raw'")
     file, kind, run_dir = find_checkpoint(path, ckpt)
     state = load_checkpoint(file, map_location="cpu")
@@ -84,7 +83,7 @@ def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = 
                         f"use --weights raw or auto")
     if ema and weights != "raw":
         model.load_state_dict(ema["model"])
-        label = f"ema {ema['decay']}"
+        label = ema_label(ema["decay"])
     else:
         model.load_state_dict(state["model"])
         label = "raw"

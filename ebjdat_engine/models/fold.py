@@ -60,6 +60,22 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
+def bn_as_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, offset) of a BatchNorm in eval mode, y = scale · x + offset per channel:
+    scale = γ / √(σ² + ε), offset = β − μ · scale (γ = 1, β = 0 without affine parameters)."""
+    scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = bn.weight * scale
+    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    return scale, shift - bn.running_mean * scale
+
+
+def _without(state: dict[str, torch.Tensor], module: str) -> None:
+    """Remove `module`'s entries from `state`, in place."""
+    for key in [k for k in state if k.startswith(f"{module}.")]:
+        del state[key]
+
+
 @torch.no_grad()
 def folded_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """`model`'s state dict with every BatchNorm folded into its convolution and the BatchNorm
@@ -70,15 +86,11 @@ def folded_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[s
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for conv_name, bn_name in pairs:
         conv, bn = modules[conv_name], modules[bn_name]
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-            1.0 / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        scale, offset = bn_as_affine(bn)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(offset)
         state[f"{conv_name}.weight"] = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-        state[f"{conv_name}.bias"] = (bias - bn.running_mean) * scale + shift
-        for key in list(state):
-            if key.startswith(f"{bn_name}."):
-                del state[key]
+        state[f"{conv_name}.bias"] = bias * scale + offset  # (b − μ)·s + β
+        _without(state, bn_name)
     return state, [bn for _, bn in pairs]
 
 
@@ -92,17 +104,10 @@ def affine_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[s
     for name, bn in model.named_modules():
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
             continue
-        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
-        if bn.affine:
-            scale = bn.weight * scale
-        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-        for key in list(state):
-            if key.startswith(f"{name}."):
-                del state[key]
-        state[f"{name}.weight"] = scale
-        state[f"{name}.bias"] = shift - bn.running_mean * scale
+        _without(state, name)
+        state[f"{name}.weight"], state[f"{name}.bias"] = bn_as_affine(bn)
         names.append(name)
     return state, names
 
 
-__all__ = ["FoldError", "affine_state_dict", "foldable_pairs", "folded_state_dict"]
+__all__ = ["FoldError", "affine_state_dict", "bn_as_affine", "foldable_pairs", "folded_state_dict"]

@@ -72,8 +72,7 @@ class ResNet(Classifier):
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in net.modules():
-            if isinstance(m, nn.ReLU):
+            elif isinstance(m, nn.ReLU):
                 m.inplace = False  # PYLD differentiates at the stem output, which the first ReLU reads
         if cfg.norm == "none":
             _with_biases(net)

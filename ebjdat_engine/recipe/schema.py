@@ -36,6 +36,8 @@ METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", 
 #: Generative bases EB-JDAT is grafted on (ALGORITHMS.md §4.4).
 BASES = ("jem", "jempp", "sadajem")
 POLICIES = ("warn", "stop", "rollback")
+#: Which weights of a checkpoint to use: its EMA copy when it has one, the EMA copy, the trained ones.
+WEIGHT_CHOICES = ("auto", "ema", "raw")
 PROFILES = ("standard", "reference")
 
 
@@ -118,7 +120,7 @@ class ModelConfig:
                                      "when the source has it and this recipe has norm 'none' (DAT stage "
                                      "1 -> 2). Relative to the working directory.")
     init_weights: str = field("auto", "Which weights of init_from: 'auto' (its EMA copy when it kept "
-                              "one), 'ema' or 'raw'.", check=one_of("auto", "ema", "raw"))
+                              "one), 'ema' or 'raw'.", check=one_of(*WEIGHT_CHOICES))
 
 
 @attrs.frozen

@@ -10,7 +10,6 @@ energy separates the current ones from real data.
 from __future__ import annotations
 
 import contextlib
-
 from typing import Callable
 
 import torch

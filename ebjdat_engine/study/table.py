@@ -2,8 +2,8 @@
 
 One place turns an `ebjdat eval` result (RUN/eval/<time>.json) into a table row (clean, PGD,
 AutoAttack, generation beside its floor and init baseline, energy gaps, training wall time and
-images/s) and into its protocol (checkpoint kind, weights (raw or EMA), points, ε, norm, attacks, PGD steps, generated
-samples, seed). `ebjdat compare` and `ebjdat study` both use it, so a study's table and a
+images/s) and into its protocol (checkpoint kind, weights (raw or EMA), points, ε, norm, attacks,
+PGD steps, generated samples, seed). `ebjdat compare` and `ebjdat study` both use it, so a study's table and a
 comparison of the same runs show the same numbers, and two numbers measured differently are
 never put side by side without a flag.
 """
@@ -19,7 +19,8 @@ from ..recipe.fields import CheckError, parse_budget
 from ..train.events import read_events
 
 #: The protocol fields that must agree for two evaluations to be compared, in display order.
-PROTOCOL_FIELDS = ("checkpoint", "weights", "points", "eps", "norm", "attacks", "pgd_steps", "generated", "seed")
+PROTOCOL_FIELDS = ("checkpoint", "weights", "points", "eps", "norm", "attacks", "pgd_steps", "generated",
+                   "seed")
 
 #: Row columns: key, header, kind ("acc" in %, "num", "s" seconds, "rate")
 COLUMNS = (
@@ -216,6 +217,7 @@ def fmt_protocol(p: dict[str, Any]) -> str:
     """'last, 300 pts, linf 0.1, standard AA, PGD-20, 1000 buffer samples, seed 0'."""
     gen = p.get("generated")
     weights = p.get("weights") or "raw"
-    return (f"{p.get('checkpoint')}{'' if weights == 'raw' else ' (' + weights + ')'}, {p.get('points')} pts, {p.get('norm')} {p.get('eps')}, "
+    checkpoint = p.get("checkpoint") if weights == "raw" else f"{p.get('checkpoint')} ({weights})"
+    return (f"{checkpoint}, {p.get('points')} pts, {p.get('norm')} {p.get('eps')}, "
             f"{p.get('attacks')} AA, PGD-{p.get('pgd_steps')}, "
             f"{'no generation' if gen in (None, 'none') else gen + ' samples'}, seed {p.get('seed')}")

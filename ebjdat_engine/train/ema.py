@@ -21,6 +21,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
+def ema_label(decay: float) -> str:
+    """How evaluations name the averaged weights ('ema 0.999'; the trained ones are 'raw')."""
+    return f"ema {decay}"
+
+
 class WeightEMA:
     """The averaged copy of `model`, updated by `update()` after every optimizer step."""
 
@@ -44,6 +49,10 @@ class WeightEMA:
         self._other = [(a, b) for a, b in pairs if not a.is_floating_point()]
 
     @property
+    def label(self) -> str:
+        return ema_label(self.decay)
+
+    @property
     def module(self) -> nn.Module:
         """The averaged network (the same class and state-dict keys as the model)."""
         return self.averaged.module
@@ -53,7 +62,7 @@ class WeightEMA:
         """W_EMA <- decay · W_EMA + (1 − decay) · W, in place on the device (no host sync)."""
         ours, theirs = self._float
         if ours:
-            self._fn(ours, [t.detach() for t in theirs], None)
+            self._fn(ours, theirs, None)  # under no_grad: the parameters themselves, no detached copies
         for a, b in self._other:
             a.copy_(b)
         self.averaged.n_averaged += 1

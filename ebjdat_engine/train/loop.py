@@ -47,7 +47,8 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, splits: DataSplits, model: nn.Module, method: Method,
                  device: torch.device, run_dir: Path, events: EventWriter,
-                 dist: distributed.DistInfo = distributed.DistInfo()):
+                 dist: distributed.DistInfo = distributed.DistInfo(),
+                 warm_start: dict[str, Any] | None = None):
         self.recipe = recipe
         self.splits = splits
         self.device = device
@@ -107,7 +108,7 @@ class Trainer:
         self._clock = (time.perf_counter(), 0)
         self._last_eval_step = -1
         self._generated: torch.Tensor | None = None
-        self.warm_start: dict[str, Any] | None = None  # model.init_from: where the weights came from
+        self.warm_start = warm_start  # model.init_from: where the weights came from (start event)
 
     # --- the iteration --------------------------------------------------------------------
 
@@ -356,7 +357,7 @@ class Trainer:
     @property
     def weights_label(self) -> str:
         """The weights an evaluation used, as every eval protocol records them."""
-        return f"ema {self.ema.decay}" if self.ema is not None else "raw"
+        return self.ema.label if self.ema is not None else "raw"
 
     def evaluate(self) -> dict[str, float]:
         """Clean accuracy on the validation split (else the test split) and, at the end, test."""

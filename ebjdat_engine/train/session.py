@@ -143,8 +143,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     path = Path(distributed.broadcast_object(info, str(path) if path else None))
 
     events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
-    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info)
-    trainer.warm_start = warm
+    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm)
     resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
     try:
         with control.StopFlag() as stop:
