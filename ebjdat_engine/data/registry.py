@@ -7,6 +7,7 @@ batches are gathered and augmented on the device with no host round trip.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from ..recipe.schema import DataConfig
+from .host import HostImages
+from .imagefolder import listed_classes, open_cache, open_seeds
 from .sources import (
     DataError,
     RawSplits,
@@ -25,10 +28,16 @@ from .sources import (
 
 @dataclass(frozen=True, eq=False)
 class ImageSplit:
-    """One split on its device: uint8 images (N, C, H, W) in 0..255 and int64 labels (N,)."""
+    """One split: uint8 images (N, C, H, W) in 0..255 and int64 labels (N,), on the device, or,
+    for a streamed training split, `HostImages` in host memory and host labels."""
 
-    images: torch.Tensor
+    images: torch.Tensor | HostImages
     labels: torch.Tensor
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images stay on the host and batches are streamed to the device."""
+        return isinstance(self.images, HostImages)
 
     def __len__(self) -> int:
         """Number of images in the split."""
@@ -45,6 +54,8 @@ class DataSplits:
     test: ImageSplit
     n_classes: int
     image_shape: tuple[int, int, int]
+    placement: str = "device"           # where the training split lives: 'device' or 'stream'
+    note: str = ""                      # what was read (an image folder's classes and cache)
 
 
 #: Reader of each dataset name, given (root, download).
@@ -82,6 +93,54 @@ def _validation_indices(n_train: int, n_valid: int, seed: int,
     return np.sort(kept), np.sort(perm[:n_valid])
 
 
+def _imagefolder(cfg: DataConfig) -> tuple[RawSplits, str]:
+    """An image folder's prepared cache as RawSplits whose training images stay memory-mapped."""
+    cached = open_cache(cfg.root, listed_classes(cfg.classes, cfg.classes_file), cfg.resolution,
+                        cfg.cache)
+    index = cached.index
+    note = (f"{len(index['classes'])} classes of {index['root']} at {cfg.resolution} px, cache "
+            f"{cached.path}")
+    if index.get("missing_classes"):
+        note += f"; listed but not in the folder: {', '.join(index['missing_classes'])}"
+    return RawSplits(cached.images["train"], cached.labels["train"], cached.images["val"].numpy(),
+                     cached.labels["val"], len(index["classes"])), note
+
+
+def choose_placement(requested: str, nbytes: int, device: torch.device) -> str:
+    """'device' or 'stream': as asked, or for 'auto' by size (a quarter of the device's memory;
+    the host's for the CPU)."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        capacity = torch.cuda.mem_get_info(device)[1]  # CUDA only: the device's total memory
+    else:
+        try:
+            capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return "device"
+    return "device" if nbytes <= capacity // 4 else "stream"
+
+
+def _train_split(images, labels: np.ndarray, keep: np.ndarray | None, placement: str,
+                 device: torch.device) -> ImageSplit:
+    """The training split on the device, or kept on the host for streaming."""
+    if placement == "stream":
+        host = images if isinstance(images, HostImages) else HostImages([np.ascontiguousarray(images, dtype=np.uint8)])
+        if keep is not None:
+            host = HostImages(host.shards, rows=keep if host.rows is None else host.rows[keep])
+        y = labels if keep is None else labels[keep]
+        return ImageSplit(host, torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+    if isinstance(images, HostImages):
+        x = images.gather(keep) if keep is not None else images.numpy()
+    else:
+        x = images if keep is None else images[keep]
+    return _to_split(x, labels if keep is None else labels[keep], device)
+
+
+def _rows(images, idx: np.ndarray) -> np.ndarray:
+    return images.gather(idx) if isinstance(images, HostImages) else images[idx]
+
+
 def load_dataset(cfg: DataConfig, device: torch.device, seed: int) -> DataSplits:
     """Load dataset `cfg.name` onto `device`; `seed` only decides which images are held out.
 
@@ -90,24 +149,45 @@ def load_dataset(cfg: DataConfig, device: torch.device, seed: int) -> DataSplits
     form the validation split (None when `n_valid` is 0). Augmentation settings in `cfg` are not
     applied here; the training loop passes them to `DeviceLoader`.
     """
-    reader = _SOURCES.get(cfg.name)
-    if reader is None:
-        raise DataError(f"unknown dataset data.name={cfg.name!r}; choose one of "
-                        f"{', '.join(sorted(_SOURCES))}")
-    raw = reader(cfg.root, cfg.download)
+    note = ""
+    if cfg.name == "imagefolder":
+        raw, note = _imagefolder(cfg)
+    else:
+        reader = _SOURCES.get(cfg.name)
+        if reader is None:
+            raise DataError(f"unknown dataset data.name={cfg.name!r}; choose one of "
+                            f"{', '.join(sorted([*_SOURCES, 'imagefolder']))}")
+        raw = reader(cfg.root, cfg.download)
     device = torch.device(device)
     train_x, train_y = raw.train_images, raw.train_labels
     valid: ImageSplit | None = None
+    keep = None
     if cfg.n_valid > 0 or cfg.n_train > 0:
         keep, held = _validation_indices(len(train_y), cfg.n_valid, seed, cfg.n_train)
-        valid = _to_split(train_x[held], train_y[held], device) if cfg.n_valid > 0 else None
-        train_x, train_y = train_x[keep], train_y[keep]
-    c, h, w = raw.train_images.shape[1:]
+        valid = _to_split(_rows(train_x, held), train_y[held], device) if cfg.n_valid > 0 else None
+    c, h, w = (int(v) for v in raw.train_images.shape[1:])
+    n_kept = len(train_y) if keep is None else len(keep)
+    placement = choose_placement(cfg.placement, n_kept * c * h * w, device)
     return DataSplits(
         name=cfg.name,
-        train=_to_split(train_x, train_y, device),
+        train=_train_split(train_x, train_y, keep, placement, device),
         valid=valid,
         test=_to_split(raw.test_images, raw.test_labels, device),
         n_classes=raw.n_classes,
-        image_shape=(int(c), int(h), int(w)),
+        image_shape=(c, h, w),
+        placement=placement,
+        note=note,
     )
+
+
+def load_seed_images(folder: str, image_shape: tuple[int, int, int], cache: str, placement: str,
+                     device: torch.device) -> ImageSplit:
+    """DAT's out-of-distribution seed images (sampler.seed_folder), prepared at the data's size.
+
+    Placed like the training split ('auto': by size); labels are zeros (unused)."""
+    c, h, _w = image_shape
+    cached = open_seeds(folder, h, c, cache)
+    images = cached.images["seeds"]
+    n = len(images)
+    where = choose_placement(placement, images.nbytes, torch.device(device))
+    return _train_split(images, np.zeros(n, dtype=np.int64), None, where, torch.device(device))

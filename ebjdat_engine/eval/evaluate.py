@@ -30,6 +30,8 @@ from .loading import load_run
 from .robustness import EvalError, parse_attacks, robust_accuracies
 
 SMALL_DATASETS = ("digits", "fashion-mnist")
+#: FID reference images read from a streamed (host) training split: the usual 50k
+STREAMED_REFERENCE_MAX = 50_000
 #: generated samples (and init-baseline draws) for the generation metrics unless `n_samples` says
 DEFAULT_GENERATED = 1000
 
@@ -74,6 +76,15 @@ def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dic
         return out  # no metric: no floor, no baseline draws
     real = splits.train.images
     reference_set = f"{data.name} train split ({len(real)} images)"
+    if splits.train.streamed and len(real) > STREAMED_REFERENCE_MAX:  # a host split: read a subset
+        import numpy as np
+
+        rows = np.linspace(0, len(real) - 1, STREAMED_REFERENCE_MAX).round().astype(np.int64)
+        reference_set = (f"{data.name} train split: {STREAMED_REFERENCE_MAX} evenly spaced of its "
+                         f"{len(real)} images")
+        real = real[rows]
+    elif splits.train.streamed:
+        real = real.to("cpu")
     n_gen = int(x_gen.shape[0])
     test = splits.test
     n_floor = min(n_gen, len(test))

@@ -26,11 +26,14 @@ from ..models import energy, free_energy
 @attrs.frozen
 class Batch:
     """One iteration's data: a labelled batch (x, y) and, for generative methods, the p(x)
-    stream's batch `x_px` (all [0, 1] images)."""
+    stream's batch `x_px`; with decoupled augmentation the same images' classifier-stream view
+    `x_clf`; with a seed folder, seed images `x_seed` (all [0, 1] images)."""
 
     x: torch.Tensor
     y: torch.Tensor
     x_px: torch.Tensor | None = None
+    x_clf: torch.Tensor | None = None    # the classifier stream (DAT's AutoAugment + Cutout view)
+    x_seed: torch.Tensor | None = None   # out-of-distribution seed images (DAT's negatives)
 
 
 @attrs.frozen

@@ -2,10 +2,13 @@
 
     L = w1 · BCE([f(x); f(x_neg)], [1; 0]) + w3 · CE(l(x̃), y) + w_ce · CE(l(x), y)
 
-f = logsumexp l. Negatives x_neg: T steps of L2-normalised ascent on l_y from noise seeds
-(DAT seeds from out-of-distribution images; no such set ships offline, so uniform noise), T
-raised by the AUC curriculum. x̃: PGD on CE with the recipe's adversary (DAT: L2, ε 0.5, step
-0.1, 10 steps, no random start). DAT itself has no clean CE: its recipe sets w_ce = 0.
+f = logsumexp l. Negatives x_neg: T steps of L2-normalised ascent on l_y from seed images
+(`sampler.seed_folder`: out-of-distribution images, as DAT seeds from TinyImages; uniform noise
+when none is given), T raised by the AUC curriculum. x̃: PGD on CE with the recipe's adversary
+(DAT: L2, ε 0.5, step 0.1, 10 steps, no random start), started from the classifier stream's view
+`x_clf` (AutoAugment + Cutout under `data.clf_augment` / `data.cutout`: DAT's decoupled
+augmentation); the energy term f(x) sees the plain crop / flip stream. DAT itself has no clean
+CE: its recipe sets w_ce = 0.
 """
 
 from __future__ import annotations
@@ -36,17 +39,22 @@ class DAT(Method):
                                         ctx.device)
         self.cadence = sampler.auc_every
         self.weights = {"bce": cfg.w1, "ce_adv": cfg.w3, "ce": cfg.w_ce}
+        seeds = (f"seeds from the image folder {sampler.seed_folder}" if sampler.seed_folder
+                 else "uniform-noise seeds")
         self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe(),
-                       "negatives": "uniform-noise seeds, L2 ascent on l_y"}
+                       "negatives": f"{seeds}, L2 ascent on l_y"}
 
     def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         a = self.adversary
         with bn_mode(model, "eval"), frozen_params(model):
-            seeds = torch.rand_like(batch.x)
+            # out-of-distribution images (sampler.seed_folder) or uniform noise
+            seeds = batch.x_seed if batch.x_seed is not None else torch.rand_like(batch.x)
             x_neg = generative_pgd(model, seeds, batch.y, steps=self.curriculum.steps,
                                    step_size=self.sampler_cfg.step_size, autocast=self.ctx.autocast)
+        # the classifier stream: its own view of the batch under decoupled augmentation
+        x_clf = batch.x_clf if batch.x_clf is not None else batch.x
         with bn_mode(model, a.bn_mode), frozen_params(model):
-            x_adv = pgd(model, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
+            x_adv = pgd(model, x_clf, batch.y, norm=a.norm, eps=self.budget.eps,
                         step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
                         autocast=self.ctx.autocast)
         return {"x_neg": x_neg, "x_adv": x_adv}

@@ -1,13 +1,16 @@
-"""torchvision's ResNets (ResNet-18/34/50/101, Wide-ResNet-50-2/101-2) under the model contract.
+"""torchvision's ResNets (ResNet-18/34/50/101, Wide-ResNet-50-2/101-2, and Wide-ResNet-50-4 from
+torchvision's ResNet class, DAT's ImageNet network) under the model contract.
 
-`model.arch = "resnet"` with `model.depth` (18, 34, 50, 101) and `model.width` (1, or 2 for the
-wide 50/101 variants) builds torchvision's network with this project's normalisation
+`model.arch = "resnet"` with `model.depth` (18, 34, 50, 101) and `model.width` (1; 2 for the
+wide 50/101 variants; 4 for Wide-ResNet-50-4) builds torchvision's network with this project's normalisation
 (`model.norm`: BatchNorm with the recipe's momentum, GroupNorm, or none) and wraps it in the
 [0, 1] -> logits contract of `Classifier`:
 
-* the stem is adapted to the resolution: at 64 px and below, a 3×3 stride-1 convolution and no
-  max-pool (the CIFAR / downsampled-ImageNet stem: a 7×7 stride-2 stem and a max-pool would leave
-  a 2×2 map at 32 px); above 64 px, torchvision's 7×7 stride-2 convolution and 3×3 max-pool;
+* the stem is adapted to the resolution (`model.stem = "auto"`): at 64 px and below, a 3×3
+  stride-1 convolution and no max-pool (the CIFAR / downsampled-ImageNet stem: a 7×7 stride-2
+  stem and a max-pool would leave a 2×2 map at 32 px); above 64 px, torchvision's 7×7 stride-2
+  convolution and 3×3 max-pool. `model.stem = "small"` / `"large"` picks one at any size (the
+  large stem costs 1/16 of the small one's FLOPs at the same resolution);
 * `stem` is that first convolution (what PYLD differentiates at), `trunk` the rest up to the
   pooled features, `head` torchvision's `fc`;
 * with `norm = "none"` every convolution gets a bias (torchvision's have none, since a BatchNorm
@@ -26,9 +29,17 @@ from .normalize import Classifier, make_norm
 
 #: (depth, width) -> torchvision builder name
 VARIANTS = {(18, 1): "resnet18", (34, 1): "resnet34", (50, 1): "resnet50", (101, 1): "resnet101",
-            (50, 2): "wide_resnet50_2", (101, 2): "wide_resnet101_2"}
+            (50, 2): "wide_resnet50_2", (101, 2): "wide_resnet101_2", (50, 4): "wide_resnet50_4"}
+#: variants torchvision has no builder for: its ResNet class with a wider bottleneck (DAT's
+#: ImageNet network, WRN-50-4: width_per_group 64 x 4)
+_WIDER = {"wide_resnet50_4": ([3, 4, 6, 3], 64 * 4)}
 #: at or below this resolution the stem is a 3x3 stride-1 convolution without max-pool
 SMALL_STEM_MAX = 64
+
+
+def small_stem(cfg: ModelConfig, resolution: int) -> bool:
+    """Whether the network starts with the 3x3 stride-1 stem (model.stem, 'auto': by resolution)."""
+    return cfg.stem == "small" or (cfg.stem == "auto" and resolution <= SMALL_STEM_MAX)
 
 
 def variant_name(depth: int, width: int) -> str:
@@ -61,10 +72,19 @@ class ResNet(Classifier):
         super().__init__(cfg, n_classes)
         import torchvision
 
-        builder = getattr(torchvision.models, variant_name(cfg.depth, cfg.width))
-        net = builder(weights=None, num_classes=n_classes,
-                      norm_layer=lambda c: make_norm(cfg.norm, c, cfg.bn_momentum))
-        if resolution <= SMALL_STEM_MAX:
+        name = variant_name(cfg.depth, cfg.width)
+        norm_layer = lambda c: make_norm(cfg.norm, c, cfg.bn_momentum)  # noqa: E731
+        if name in _WIDER:
+            from torchvision.models.resnet import Bottleneck
+            from torchvision.models.resnet import ResNet as TorchvisionResNet
+
+            layers, width_per_group = _WIDER[name]
+            net = TorchvisionResNet(Bottleneck, layers, num_classes=n_classes,
+                                    width_per_group=width_per_group, norm_layer=norm_layer)
+        else:
+            net = getattr(torchvision.models, name)(weights=None, num_classes=n_classes,
+                                                    norm_layer=norm_layer)
+        if small_stem(cfg, resolution):
             net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, 1, 1, bias=False)
             net.maxpool = nn.Identity()
         elif in_channels != 3:

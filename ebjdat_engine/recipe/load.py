@@ -231,9 +231,35 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 def structure(raw: Mapping[str, Any]) -> Recipe:
     """Validate a merged dict into a Recipe, or raise RecipeError with every problem."""
     try:
-        return converter.structure(dict(raw), Recipe)
+        recipe = converter.structure(dict(raw), Recipe)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, CheckError) as e:
         raise RecipeError(_messages(e, "$", Recipe)) from None
+    problems = _across_sections(recipe)
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def _across_sections(recipe: Recipe) -> list[str]:
+    """Settings that are valid alone but mean nothing with the rest of the recipe."""
+    problems = []
+    data, method = recipe.data, recipe.method.name
+    if method != "dat":
+        if data.clf_augment != "none":
+            problems.append(f"$.data.clf_augment: only method 'dat' has a separate classifier stream "
+                            f"(method.name is {method!r}); remove it or set it to \"none\"")
+        if data.cutout:
+            problems.append(f"$.data.cutout: only method 'dat' has a separate classifier stream "
+                            f"(method.name is {method!r}); remove it or set it to 0")
+        if recipe.sampler.seed_folder:
+            problems.append(f"$.sampler.seed_folder: only method 'dat' starts negatives from seed "
+                            f"images (method.name is {method!r}); remove it")
+    if data.name != "imagefolder" and (data.classes or data.classes_file):
+        problems.append(f"$.data.classes: class lists are for data.name = \"imagefolder\" "
+                        f"(data.name is {data.name!r}); remove it")
+    if data.classes and data.classes_file:
+        problems.append("$.data.classes_file: give data.classes or data.classes_file, not both")
+    return problems
 
 
 def resolve(path: str | Path | None, overrides: Iterable[str] = ()) -> Recipe:

@@ -28,9 +28,15 @@ from .fields import (
     probability,
 )
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+#: Where the training split lives: decided by its size, on the device, or streamed from the host.
+PLACEMENTS = ("auto", "device", "stream")
+#: Classifier-stream augmentation (DAT's decoupled augmentation).
+CLF_AUGMENTS = ("none", "autoaugment")
+AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
 ARCHS = ("wrn", "cnn", "resnet")
 NORMS = ("none", "batch", "group", "affine")
+STEMS = ("auto", "small", "large")
 #: Methods the engine trains (one module each in ebjdat_engine/methods/).
 METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", "dat")
 #: Generative bases EB-JDAT is grafted on (ALGORITHMS.md §4.4).
@@ -73,9 +79,25 @@ class DataConfig:
     """[data]: which dataset, where it lives, how the training stream is augmented."""
 
     name: str = field("digits", "Dataset: 'digits' (ships with scikit-learn), 'fashion-mnist', "
-                      "'cifar10' or 'cifar100'.", check=one_of(*DATASETS))
+                      "'cifar10', 'cifar100' or 'imagefolder' (train/<class>/, val/<class>/ trees, "
+                      "decoded once by `ebjdat data prepare`).", check=one_of(*DATASETS))
     root: str = field("", "Where the files are. Empty: /usr/share/datasets/fashion-mnist for "
-                      "fashion-mnist, ./data for CIFAR; unused for digits.")
+                      "fashion-mnist, ./data for CIFAR; unused for digits; for imagefolder the folder "
+                      "holding train/ and val/.")
+    classes: list[str] = field(list, "imagefolder: class folder names, in label order (empty: every "
+                               "folder under train/, sorted). Listed names missing from the folder "
+                               "are reported and left out.", factory=True)
+    classes_file: str = field("", "imagefolder: a text file of class folder names, one a line (# "
+                              "comments), instead of data.classes. Relative to the working directory.")
+    resolution: int = field(64, "imagefolder: images are resized (shorter side) and centre-cropped "
+                            "to this many pixels, 32..256.", check=in_range(32, 256))
+    cache: str = field("", "imagefolder: where `ebjdat data prepare` writes its uint8 shard cache "
+                       "(empty: $EBJDAT_CACHE/imagefolder, else ~/.cache/ebjdat/imagefolder).")
+    placement: str = field("auto", "Where the training split lives: 'device' (whole, as uint8 "
+                           "tensors), 'stream' (host memory or memory-mapped shards, batches read in "
+                           "the background and copied while the step computes), or 'auto' (device "
+                           "when it takes under a quarter of the device's memory).",
+                           check=one_of(*PLACEMENTS))
     download: bool = field(False, "Let torchvision download a missing dataset (needs internet).")
     n_valid: int = field(0, "Training images held out (fixed by run.seed) as a validation split; "
                          "0: none, and no best.pt is kept.", check=at_least(0))
@@ -91,6 +113,16 @@ class DataConfig:
                              "SADA-JEM's DA exclusion: no).")
     px_noise_std: float = field(0.0, "Std of Gaussian noise on the p(x) stream, pixel units (the "
                                 "JEM line's 0.03 in [-1, 1] units is 0.015).", check=non_negative)
+    clf_augment: str = field("none", "Extra augmentation of the classifier stream only (DAT's "
+                             "decoupled augmentation): 'none' or 'autoaugment' (torchvision's v2 "
+                             "AutoAugment on batched device tensors, one policy draw per group of "
+                             "16 images). The energy stream keeps crop_padding / hflip.",
+                             check=one_of(*CLF_AUGMENTS))
+    clf_policy: str = field("cifar10", "AutoAugment policy: 'cifar10', 'imagenet' or 'svhn'.",
+                            check=one_of(*AUTOAUGMENT_POLICIES))
+    cutout: int = field(0, "Cutout on the classifier stream: a square of this many pixels zeroed at "
+                        "a random centre per image (0: off; DAT's CIFAR setting is 16).",
+                        check=at_least(0))
 
 
 @attrs.frozen
@@ -103,7 +135,7 @@ class ModelConfig:
     depth: int = field(28, "WRN depth, 6n+4 (e.g. 10, 16, 28, 34); ResNet depth 18, 34, 50 or 101.",
                        check=at_least(10))
     width: int = field(10, "WRN widening factor; for 'cnn', the channel multiplier (base 16); for "
-                       "'resnet', 1 or 2 (Wide-ResNet-50-2 / 101-2).", check=at_least(1))
+                       "'resnet', 1, 2 (Wide-ResNet-50-2 / 101-2) or 4 (Wide-ResNet-50-4).", check=at_least(1))
     norm: str = field("none", "Normalisation layers: 'none', 'batch', 'group' or 'affine' (a learned "
                       "per-channel scale and shift, no statistics: what a BatchNorm becomes in a "
                       "warm start when it cannot be folded into a convolution).", check=one_of(*NORMS))
@@ -114,6 +146,10 @@ class ModelConfig:
     input_mean: float = field(0.5, "Per-pixel mean the model subtracts from [0, 1] inputs.")
     input_std: float = field(0.5, "Per-pixel std the model divides by (0.5 maps [0, 1] to [-1, 1] "
                              "as in the JEM line).", check=positive)
+    stem: str = field("auto", "'resnet' only: the first layers. 'small' (3x3 stride-1 convolution, no "
+                      "max-pool: CIFAR / downsampled ImageNet), 'large' (torchvision's 7x7 stride-2 "
+                      "convolution and 3x3 max-pool: 1/16 of the compute at the same resolution), "
+                      "'auto' (small up to 64 px, large above).", check=one_of(*STEMS))
     init_from: Optional[str] = field(None, "Warm start: a run directory or checkpoint file whose "
                                      "weights (its last.pt) start this run; not the optimizer (that is "
                                      "--resume). BatchNorm is folded into the preceding convolutions "
@@ -180,6 +216,9 @@ class SamplerConfig:
     auc_window: int = field(1000, "DAT: images in the running AUC before T may rise.", check=at_least(1))
     auc_every: int = field(10, "DAT: check the running AUC every this many steps (one host sync; its "
                            "own cadence, independent of train.log_every).", check=at_least(1))
+    seed_folder: str = field("", "DAT: a folder of out-of-distribution images (any layout, searched "
+                             "recursively) that the negatives start from, decoded to the data's size "
+                             "by `ebjdat data prepare`; empty: uniform-noise seeds.")
 
 
 @attrs.frozen

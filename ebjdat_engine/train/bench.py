@@ -43,15 +43,29 @@ def model_label(cfg, image_shape) -> str:
     if cfg.arch == "wrn":
         return f"wrn-{cfg.depth}-{cfg.width}"
     if cfg.arch == "resnet":
-        from ..models.resnet import SMALL_STEM_MAX, variant_name
+        from ..models.resnet import small_stem, variant_name
 
-        stem = "3x3" if int(image_shape[1]) <= SMALL_STEM_MAX else "7x7"
+        stem = "3x3" if small_stem(cfg, int(image_shape[1])) else "7x7"
         return f"{variant_name(cfg.depth, cfg.width)} ({stem} stem)"
     return f"cnn-w{cfg.width}"
 
 
-def synthetic_splits(name: str, n_train: int, device: torch.device, seed: int) -> DataSplits:
-    (shape, n_classes) = SHAPES[name]
+def data_shape(cfg) -> tuple[tuple[int, int, int], int]:
+    """(image shape, number of classes) a recipe's data has, without reading it."""
+    if cfg.name == "imagefolder":
+        from ..data.imagefolder import listed_classes
+
+        try:
+            classes = listed_classes(cfg.classes, cfg.classes_file)
+        except DataError:
+            classes = None
+        return (3, cfg.resolution, cfg.resolution), len(classes) if classes else 10
+    return SHAPES[cfg.name]
+
+
+def synthetic_splits(cfg, n_train: int, device: torch.device, seed: int) -> DataSplits:
+    name = cfg.name
+    (shape, n_classes) = data_shape(cfg)
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n_train, *shape), dtype=torch.uint8, generator=g)
     labels = torch.arange(n_train) % n_classes
@@ -129,10 +143,11 @@ def bench(recipe: Recipe, steps: int = 5, warmup: int = 2,
     px_batch = train.px_batch_size or batch
     try:
         splits = load_dataset(recipe.data, device, recipe.run.seed)
-        data_note = f"{recipe.data.name} ({len(splits.train)} training images on the device)"
+        where = "streamed from the host" if splits.train.streamed else "on the device"
+        data_note = f"{recipe.data.name} ({len(splits.train)} training images {where})"
     except DataError as e:
         n = max(4 * max(batch, px_batch), 512)
-        splits = synthetic_splits(recipe.data.name, n, device, recipe.run.seed)
+        splits = synthetic_splits(recipe.data, n, device, recipe.run.seed)
         data_note = f"synthetic {recipe.data.name}-shaped images ({n}): {str(e).splitlines()[0]}"
     model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
     if recipe.runtime.channels_last:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DataSplits, DeviceLoader
+from ..data import DataSplits, ImageSplit, make_loader
 from ..eval.clean import clean_accuracy
 from ..methods import Batch, Method
 from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
@@ -40,6 +40,8 @@ from .sam import bn_stats_frozen
 CHECKPOINT_FORMAT = 1
 #: the p(x) stream shuffles independently of the labelled stream
 PX_STREAM_SEED_OFFSET = 7919
+#: the out-of-distribution seed images shuffle independently too
+SEED_STREAM_SEED_OFFSET = 104729
 
 
 class Trainer:
@@ -48,7 +50,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, splits: DataSplits, model: nn.Module, method: Method,
                  device: torch.device, run_dir: Path, events: EventWriter,
                  dist: distributed.DistInfo = distributed.DistInfo(),
-                 warm_start: dict[str, Any] | None = None):
+                 warm_start: dict[str, Any] | None = None, seed_images: ImageSplit | None = None):
         self.recipe = recipe
         self.splits = splits
         self.device = device
@@ -65,18 +67,32 @@ class Trainer:
             self.train_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         self.method = method
-        train = recipe.train
-        self.loader = DeviceLoader(splits.train, train.batch_size, seed=recipe.run.seed,
-                                   crop_padding=recipe.data.crop_padding, hflip=recipe.data.hflip,
-                                   noise_std=recipe.data.noise_std)
+        train, data = recipe.train, recipe.data
+        # device-resident splits are gathered on the device; streamed ones are read in the
+        # background (each rank its own share under torchrun)
+        where = dict(device=device, rank=dist.rank, world=dist.world_size)
+        self.loader = make_loader(splits.train, train.batch_size, seed=recipe.run.seed, **where,
+                                  crop_padding=data.crop_padding, hflip=data.hflip,
+                                  noise_std=data.noise_std, clf_augment=data.clf_augment,
+                                  clf_policy=data.clf_policy, cutout=data.cutout)
         self.px_loader = None
         if method.needs_px:
-            data = recipe.data
-            self.px_loader = DeviceLoader(
+            self.px_loader = make_loader(
                 splits.train, train.px_batch_size or train.batch_size,
-                seed=recipe.run.seed + PX_STREAM_SEED_OFFSET,
+                seed=recipe.run.seed + PX_STREAM_SEED_OFFSET, **where,
                 crop_padding=data.crop_padding if data.px_augment else 0,
                 hflip=data.hflip and data.px_augment, noise_std=data.px_noise_std)
+        # DAT's out-of-distribution seeds (sampler.seed_folder): a stream of their own
+        self.seed_loader = None
+        if seed_images is not None:
+            if len(seed_images) < train.batch_size:
+                from ..data import DataError
+
+                raise DataError(f"sampler.seed_folder={recipe.sampler.seed_folder} holds "
+                                f"{len(seed_images)} images, fewer than one batch "
+                                f"({train.batch_size}); add images or lower train.batch_size")
+            self.seed_loader = make_loader(seed_images, train.batch_size,
+                                           seed=recipe.run.seed + SEED_STREAM_SEED_OFFSET, **where)
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total_steps = train.epochs * self.steps_per_epoch
         if train.max_steps is not None:
@@ -149,16 +165,26 @@ class Trainer:
         weights = self.method.weights
         return sum(weights[name] * term for name, term in terms.items() if weights.get(name, 0.0) != 0.0)
 
+    def _share(self, loader, x: torch.Tensor | None) -> torch.Tensor | None:
+        """Under torchrun each rank trains on its share of the same global batch (a streaming
+        loader has read only that share already)."""
+        return x if x is None or loader.rank_share else distributed.rank_slice(self.dist, x)
+
+    def _draw(self, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        epoch, index = divmod(self.step, loader.steps_per_epoch)
+        return tuple(self._share(loader, t) for t in loader.views(epoch, index))
+
     def next_batch(self) -> Batch:
-        epoch, index = divmod(self.step, self.steps_per_epoch)
-        x, y = self.loader.batch(epoch, index)
-        x_px = None
-        if self.px_loader is not None:
-            px_epoch, px_index = divmod(self.step, self.px_loader.steps_per_epoch)
-            x_px, _ = self.px_loader.batch(px_epoch, px_index)
-            x_px = distributed.rank_slice(self.dist, x_px)
-        # under torchrun each rank trains on its share of the same global batch
-        return Batch(distributed.rank_slice(self.dist, x), distributed.rank_slice(self.dist, y), x_px)
+        x, y, x_clf = self._draw(self.loader)
+        x_px = self._draw(self.px_loader)[0] if self.px_loader is not None else None
+        x_seed = self._draw(self.seed_loader)[0] if self.seed_loader is not None else None
+        return Batch(x, y, x_px, x_clf=x_clf, x_seed=x_seed)
+
+    def close_loaders(self) -> None:
+        """Stop the streaming loaders' reader threads (nothing for device-resident data)."""
+        for loader in (self.loader, self.px_loader, self.seed_loader):
+            if loader is not None:
+                loader.close()
 
     def _accumulate(self, loss: torch.Tensor, terms: dict[str, torch.Tensor],
                     stats: dict[str, torch.Tensor]) -> None:
@@ -188,7 +214,8 @@ class Trainer:
                   weights=dict(self.method.weights), device=str(self.device),
                   n_train=len(self.splits.train),
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
-                  n_test=len(self.splits.test), resumed_from=resumed_from, init_from=self.warm_start,
+                  n_test=len(self.splits.test), placement=self.splits.placement,
+                  data_source=self.splits.note or None, resumed_from=resumed_from, init_from=self.warm_start,
                   run_dir=str(self.run_dir))
         if resumed_from is None:
             self.save_checkpoint("last")  # a healthy state to roll back to from the first step

@@ -120,6 +120,13 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     if method.uses_sam and recipe.runtime.amp == "fp16":
         raise RecipeError(["$.runtime.amp: fp16 with SAM (sadajem) is not supported; use \"bf16\" or \"off\""])
 
+    seed_images = None
+    if recipe.sampler.seed_folder and recipe.method.name == "dat":  # DAT's OOD seeds
+        from ..data import load_seed_images
+
+        seed_images = load_seed_images(recipe.sampler.seed_folder, splits.image_shape,
+                                       recipe.data.cache, recipe.data.placement, device)
+
     path = None
     if info.is_main:
         if resume is not None:
@@ -143,7 +150,8 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     path = Path(distributed.broadcast_object(info, str(path) if path else None))
 
     events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
-    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm)
+    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
+                      seed_images=seed_images)
     resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
     try:
         with control.StopFlag() as stop:
@@ -158,4 +166,5 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                      traceback=traceback.format_exc(limit=20))
         raise
     finally:
+        trainer.close_loaders()
         trainer.events.close()
