@@ -1,5 +1,5 @@
 """Data-parallel training with torchrun on the CPU (gloo): 2 processes match 1 for the same
-global batch, rank 0 alone writes the run, every rank checkpoints its buffer slice, resume works."""
+global batch (also when each rank streams its share), rank 0 alone writes the run, every rank checkpoints its buffer slice, resume works."""
 
 from __future__ import annotations
 
@@ -30,10 +30,13 @@ def sets(values: list[str]) -> list[str]:
     return [a for v in values for a in ("--set", v)]
 
 
-def test_two_processes_match_one_for_the_same_global_batch(tiny_recipe, tmp_path):
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_two_processes_match_one_for_the_same_global_batch(tiny_recipe, tmp_path, placement):
+    # streamed, each rank reads only its share of every global batch; the single run is on the device
     single = run(resolve(tiny_recipe, EXACT + ["run.name=single"]), str(tiny_recipe))
     out = tmp_path / "ddp"
-    res = torchrun(str(tiny_recipe), "--run-dir", str(out), "--plain", *sets(EXACT))
+    res = torchrun(str(tiny_recipe), "--run-dir", str(out), "--plain",
+                   *sets(EXACT + [f'data.placement="{placement}"']))
     assert res.returncode == 0, res.stderr[-3000:]
     one = {e["step"]: e for e in read_events(single.run_dir) if e["type"] == "metrics"}
     two = {e["step"]: e for e in read_events(out) if e["type"] == "metrics"}
@@ -42,6 +45,7 @@ def test_two_processes_match_one_for_the_same_global_batch(tiny_recipe, tmp_path
         assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-4, abs=1e-5)
     events = read_events(out)
     assert [e["type"] for e in events].count("start") == 1  # rank 0 alone writes events
+    assert events[0]["placement"] == placement
     assert events[-1]["status"] == "finished"
 
 

@@ -65,7 +65,8 @@ def _train(data_cfg: DataConfig, device: torch.device) -> tuple[dict, float]:
     """Train the reference CNN on `data_cfg`'s training split; (checkpoint payload, seconds)."""
     start = time.perf_counter()
     hp = _TRAIN[data_cfg.name]
-    cfg = attrs.evolve(data_cfg, n_valid=0, n_train=0, crop_padding=0, hflip=False, noise_std=0.0)
+    cfg = attrs.evolve(data_cfg, n_valid=0, n_train=0, crop_padding=0, hflip=False, noise_std=0.0,
+                       placement="device")  # a small dataset: the reference CNN trains on the device
     data = load_dataset(cfg, device, seed=hp["seed"])
     loader = DeviceLoader(data.train, hp["batch_size"], seed=hp["seed"])
     with torch.random.fork_rng(devices=[]):
