@@ -35,7 +35,7 @@ from ebjdat_engine.data.synthetic import write_folder
 
 def reader_speed(size: int, n_images: int, batch: int, workers: int, tmp: Path) -> dict:
     classes = ["c0", "c1", "c2"]
-    root = write_folder(tmp / f"folder{size}", classes, n_images // 3, 0 + 3, fmt="jpg",
+    root = write_folder(tmp / f"folder{size}", classes, n_images // 3, 3, fmt="jpg",
                         size=(int(size * 1.33), int(size * 1.25)))
     t0 = time.perf_counter()
     folder.prepare(str(root), None, size, str(tmp / "cache"), workers=workers, progress=False)

@@ -33,6 +33,16 @@ def _fail_recipe(errors: list[str], source: str | None = None) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _resolved(recipe: Path, set_: List[str]):
+    """The resolved recipe, or the recipe errors and exit 2."""
+    from ebjdat_engine.recipe import RecipeError, resolve
+
+    try:
+        return resolve(recipe, set_)
+    except RecipeError as e:
+        _fail_recipe(e.errors, str(recipe))
+
+
 @app.command()
 def validate(recipes: List[Path] = typer.Argument(..., help="Recipe files to check."),
              set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
@@ -291,17 +301,13 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
     """Measure one training iteration: time per phase, images/s, FLOPs per image in F, MFU."""
     import json as _json
 
-    from ebjdat_engine.recipe import RecipeError, resolve
-
-    try:
-        resolved = resolve(recipe, set_)
-    except RecipeError as e:
-        _fail_recipe(e.errors, str(recipe))
+    resolved = _resolved(recipe, set_)
     if steps < 1:
         _err("--steps must be >= 1")
         raise typer.Exit(EXIT_BAD_INPUT)
     import torch
 
+    from ebjdat_engine.recipe import RecipeError
     from ebjdat_engine.train.bench import bench as run_bench
     from ebjdat_engine.train.runtime import RuntimeError_, resolve_device
 
@@ -502,12 +508,7 @@ def data_prepare(recipe: Path = typer.Argument(..., help="Recipe whose [data] na
 
     Also prepares sampler.seed_folder (DAT's out-of-distribution seeds) when the recipe names one.
     Run it again after the folder changes: training refuses a cache whose folder has changed."""
-    from ebjdat_engine.recipe import RecipeError, resolve
-
-    try:
-        resolved = resolve(recipe, set_)
-    except RecipeError as e:
-        _fail_recipe(e.errors, str(recipe))
+    resolved = _resolved(recipe, set_)
     if workers < 0:
         _err("ebjdat data prepare: --workers must be >= 0")
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -3,7 +3,6 @@ resume from a streamed split, a changed folder noticed, DAT's decoupled views an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE, ebjdat
-from ebjdat_engine.data import DataError, DeviceLoader, ImageSplit, StreamLoader, load_dataset
+from ebjdat_engine.data import DataError, DeviceLoader, ImageSplit, StreamLoader
 from ebjdat_engine.data import imagefolder as folder
 from ebjdat_engine.data.host import HostImages
 from ebjdat_engine.data.synthetic import write_folder
@@ -78,6 +77,8 @@ def test_class_lists_pick_and_order_classes_and_report_missing_ones(image_root, 
     names = tmp_path / "classes.txt"
     names.write_text(f"# a subset\n{CLASSES[1]} English springer\n\n{CLASSES[0]}\n")
     assert folder.listed_classes([], str(names)) == [CLASSES[1], CLASSES[0]]
+    aliased = resolve(None, ['data.name="imagefolder"', f'data.classes="{names.as_posix()}"']).data
+    assert aliased.classes == [] and aliased.classes_file == names.as_posix()  # a string is a file
     with pytest.raises(DataError, match="at least two"):
         folder.list_folder(str(image_root), [CLASSES[0], "n0"])
 

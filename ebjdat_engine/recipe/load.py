@@ -230,6 +230,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
 
 def structure(raw: Mapping[str, Any]) -> Recipe:
     """Validate a merged dict into a Recipe, or raise RecipeError with every problem."""
+    raw = _classes_file_alias(raw)
     try:
         recipe = converter.structure(dict(raw), Recipe)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, CheckError) as e:
@@ -238,6 +239,17 @@ def structure(raw: Mapping[str, Any]) -> Recipe:
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def _classes_file_alias(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data.classes = "file.txt"` (a string, not a list) means data.classes_file = "file.txt"."""
+    data = raw.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("classes"), str):
+        return raw
+    if data.get("classes_file"):
+        raise RecipeError(["$.data.classes: a file name here and data.classes_file too; give one"])
+    data = {k: v for k, v in data.items() if k != "classes"} | {"classes_file": data["classes"]}
+    return {**raw, "data": data}
 
 
 def _across_sections(recipe: Recipe) -> list[str]:
