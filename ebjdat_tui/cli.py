@@ -130,12 +130,15 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         _err("ebjdat run: interrupted twice; the last checkpoint on disk is checkpoints/last.pt")
         raise typer.Exit(130)
     progress.close()
-    typer.echo(f"{result.status}: results in {result.run_dir}")
-    typer.echo(f"  events: {result.run_dir / 'events.jsonl'}   checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}")
+    lines = [f"{result.status}: results in {result.run_dir}",
+             f"  events: {result.run_dir / 'events.jsonl'}   checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}"]
     if result.status == "stopped":
-        typer.echo(f"  continue with: ebjdat run --resume {result.run_dir}")
+        lines.append(f"  continue with: ebjdat run --resume {result.run_dir}")
     if result.status == "collapsed":
-        typer.echo(f"  collapsed (see the alarm events); last healthy state: {result.run_dir / 'checkpoints' / 'last.pt'}")
+        lines.append(f"  collapsed (see the alarm events); last healthy state: {result.run_dir / 'checkpoints' / 'last.pt'}")
+    from .progress import best_effort
+
+    best_effort(lambda: [typer.echo(line) for line in lines] and sys.stdout.flush())
     raise typer.Exit(result.exit_code)
 
 

@@ -5,8 +5,9 @@ It is an event listener: it sees exactly what is written to events.jsonl, nothin
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -53,6 +54,28 @@ def event_line(event: dict[str, Any]) -> str | None:
     return None
 
 
+def detach_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: stdout broke (a closed pipe, a full disk), and the
+    job must not die of it, now or when Python flushes stdout at exit. The run directory is the
+    record; the console is best effort."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def best_effort(write: Callable[[], None]) -> bool:
+    """Run a console write; on a broken stdout detach it and say False."""
+    try:
+        write()
+        return True
+    except OSError:
+        detach_stdout()
+        return False
+
+
 class PlainProgress:
     """One line per interesting event (batch jobs, pipes, CI logs)."""
 
@@ -61,8 +84,8 @@ class PlainProgress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = event_line(event)
-        if line:
-            print(line, file=self.stream, flush=True)
+        if line and not best_effort(lambda: print(line, file=self.stream, flush=True)):
+            raise BrokenPipeError("stdout is gone; progress lines stop, training goes on")
 
     def close(self) -> None:
         pass
@@ -82,6 +105,10 @@ class RichProgress:
         self.task = None
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if not best_effort(lambda: self._show(event)):
+            raise BrokenPipeError("stdout is gone; the progress bar stops, training goes on")
+
+    def _show(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "start":
             self.progress.start()
@@ -102,7 +129,7 @@ class RichProgress:
             self.close()
 
     def close(self) -> None:
-        self.progress.stop()
+        best_effort(self.progress.stop)
 
 
 def make_progress(plain: bool | None = None):

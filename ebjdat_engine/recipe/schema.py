@@ -58,6 +58,15 @@ def _attacks_check(value: str) -> None:
         raise CheckError(f"must be 'standard' or a comma list of {', '.join(known)}, got {value!r}")
 
 
+def _run_name_check(value: str) -> None:
+    if "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
+        raise CheckError(f"must be a plain directory name under run.out_dir (no '/', not '.' or "
+                         f"'..'), got {value!r}; put the location in run.out_dir or --run-dir")
+    if len(value.encode()) > 200:
+        raise CheckError(f"is {len(value.encode())} bytes long; use at most 200 (file systems allow 255, "
+                         f"and a '-N' suffix may be added)")
+
+
 def _device_check(value: str) -> None:
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return
@@ -68,7 +77,8 @@ def _device_check(value: str) -> None:
 class RunConfig:
     """[run]: naming and seeding of a run."""
 
-    name: str = field("", "Run directory name under out_dir; empty: '<recipe stem>-<date>-<time>'.")
+    name: str = field("", "Run directory name under out_dir; empty: '<recipe stem>-<date>-<time>'. A plain "
+                      "name: no '/', not '.' or '..', at most 200 characters.", check=_run_name_check)
     seed: int = field(0, "Seed of every random number generator (torch, numpy, python, data order).",
                       check=at_least(0))
     out_dir: str = field("runs", "Directory that holds run directories.")

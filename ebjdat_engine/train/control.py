@@ -72,3 +72,38 @@ def request(run_dir: Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{time.time()}\n")
     return path
+
+
+def set_aside_stale(control_dir: Path, before: float) -> list[str]:
+    """Move requests written before `before` (unix time: an earlier job's, e.g. a dead run's
+    stop) to control/handled/ as '<name>-stale-<time>', so a resumed run does not act on them.
+    Requests written since (a front end that asked right after launching) stay."""
+    stale = []
+    for name in pending_requests(control_dir):
+        try:
+            if (control_dir / name).stat().st_mtime >= before:
+                continue
+        except FileNotFoundError:
+            continue
+        handled = control_dir / "handled"
+        handled.mkdir(exist_ok=True)
+        try:
+            (control_dir / name).rename(handled / f"{name}-stale-{int(time.time())}")
+            stale.append(name)
+        except FileNotFoundError:
+            pass
+    return stale
+
+
+def process_start_time() -> float:
+    """Unix time at which this process started (Linux: /proc; elsewhere: now)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()

@@ -37,6 +37,22 @@ class EventWriter:
         self.listeners = list(listeners or [])
         self.enabled = enabled
         self._file = open(self.path, "a", encoding="utf-8") if enabled else None
+        if self._file is not None and self._torn():
+            self._file.write("\n")  # a torn last line (a killed writer) must not swallow ours
+            self._file.flush()
+        self.ended = False  # an `end` event was written (a crash after it is not a second end)
+
+    def _torn(self) -> bool:
+        """Whether the log ends without a newline (the previous writer died mid-line)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() == 0:
+                    return False
+                f.seek(-1, os.SEEK_END)
+                return f.read(1) != b"\n"
+        except OSError:
+            return False
 
     def emit(self, type: str, step: int, epoch: float, **fields: Any) -> dict[str, Any]:
         event = {"type": type, "time": round(time.time(), 3), "step": step, "epoch": epoch, **fields}
@@ -44,8 +60,13 @@ class EventWriter:
         if self._file is not None:
             self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
             self._file.flush()
-        for listener in self.listeners:
-            listener(event)
+        if type == "end":
+            self.ended = True
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except OSError:  # a closed pipe or full disk behind the console: the run goes on
+                self.listeners.remove(listener)
         return event
 
     def close(self) -> None:

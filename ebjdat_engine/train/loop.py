@@ -85,12 +85,6 @@ class Trainer:
         # DAT's out-of-distribution seeds (sampler.seed_folder): a stream of their own
         self.seed_loader = None
         if seed_images is not None:
-            if len(seed_images) < train.batch_size:
-                from ..data import DataError
-
-                raise DataError(f"sampler.seed_folder={recipe.sampler.seed_folder} holds "
-                                f"{len(seed_images)} images, fewer than one batch "
-                                f"({train.batch_size}); add images or lower train.batch_size")
             self.seed_loader = make_loader(seed_images, train.batch_size,
                                            seed=recipe.run.seed + SEED_STREAM_SEED_OFFSET, **where)
         self.steps_per_epoch = self.loader.steps_per_epoch

@@ -3,8 +3,10 @@
 ```
 runs/<name>/
   recipe.toml   meta.json   events.jsonl
-  checkpoints/  samples/    eval/    control/
+  checkpoints/  samples/    eval/    control/    .lock
 ```
+`.lock` holds the one writer's OS lock (`RunLock`): a second `run --resume` on the directory is
+refused while the first lives.
 Nothing here ever deletes or overwrites a run: a new run gets a fresh directory (a suffix is
 added when the name is taken), and only `--resume` writes into an existing one.
 """
@@ -64,6 +66,50 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
             (path / sub).mkdir(exist_ok=True)
         return path
     raise RunDirError(f"{Path(out_dir) / name}: too many runs with this name; set run.name")
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """One writer per run directory: an exclusive OS lock (flock) on `RUN/.lock`, held for the
+    writer's lifetime and released by the OS when the process dies (a SIGKILL leaves no stale
+    lock). The file records the holder's pid, host and start time, for the refusal message."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK_FILE
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"{run_dir}: cannot create its lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder()
+            os.close(self._fd)
+            raise RunDirError(
+                f"{run_dir} is being written by another ebjdat process (pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')}, since {holder.get('since', '?')}); a run directory has "
+                f"one writer. Wait for it to end, or stop it (`kill {holder.get('pid', 'PID')}` or the "
+                f"TUI's s key), then try again") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(os.pread(self._fd, 4096, 0).decode() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        """Give the directory up (closing the descriptor drops the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

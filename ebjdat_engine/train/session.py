@@ -29,6 +29,7 @@ from .loop import Trainer
 from .rundir import (
     RECIPE_FILE,
     RunDirError,
+    RunLock,
     collect_meta,
     create_run_dir,
     default_name,
@@ -38,6 +39,9 @@ from .rundir import (
     write_text_atomic,
 )
 from .runtime import autocast, configure, resolve_device, seed_everything
+
+#: when this process started: control requests older than this were left by an earlier job
+STARTED = control.process_start_time()
 
 #: exit code of a run that ended because a collapse detector stopped it
 EXIT_COLLAPSED = 3
@@ -51,6 +55,23 @@ class RunResult:
     status: str          # finished | stopped | crashed
     run_dir: Path
     exit_code: int
+
+
+def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | None) -> None:
+    """Batch sizes the data can fill, checked before a run directory is made (DataError)."""
+    from ..data import DataError
+
+    train = recipe.train
+    sizes = [("train.batch_size", train.batch_size)]
+    if needs_px and train.px_batch_size:
+        sizes.append(("train.px_batch_size", train.px_batch_size))
+    for key, size in sizes:
+        if size > n_train:
+            raise DataError(f"{key}={size} is larger than the {n_train} training images; lower it "
+                            f"(`--set {key}=N`)")
+    if n_seeds is not None and n_seeds < train.batch_size:
+        raise DataError(f"sampler.seed_folder={recipe.sampler.seed_folder} holds {n_seeds} images, "
+                        f"fewer than one batch ({train.batch_size}); add images or lower train.batch_size")
 
 
 def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[str]) -> Recipe:
@@ -127,14 +148,22 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         seed_images = load_seed_images(recipe.sampler.seed_folder, splits.image_shape,
                                        recipe.data.cache, recipe.data.placement, device)
 
+    check_batches(recipe, len(splits.train), method.needs_px,
+                  len(seed_images) if seed_images is not None else None)
+
     path = None
+    lock = None
     if info.is_main:
         if resume is not None:
             path = Path(resume)
+            lock = RunLock(path)  # one writer: refused before anything in the directory changes
             previous = path / RECIPE_FILE
             shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
         else:
             path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
+            lock = RunLock(path)
+        # requests left in control/ by an earlier job (a dead run's stop) are not for this one
+        control.set_aside_stale(path / "control", before=STARTED)
         write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
         meta = read_meta(path) if resume is not None else {}
         now_meta = collect_meta(str(device))
@@ -162,9 +191,12 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
             code = EXIT_COLLAPSED if status == "collapsed" else 0
         return RunResult(status, path, code)
     except BaseException as e:  # record the crash, keep everything on disk, re-raise
-        trainer.emit("end", status="crashed", error=f"{type(e).__name__}: {e}",
-                     traceback=traceback.format_exc(limit=20))
+        if not trainer.events.ended:  # a second Ctrl-C after a finished stop is not a crash
+            trainer.emit("end", status="crashed", error=f"{type(e).__name__}: {e}",
+                         traceback=traceback.format_exc(limit=20))
         raise
     finally:
         trainer.close_loaders()
         trainer.events.close()
+        if lock is not None:
+            lock.release()

@@ -1,0 +1,91 @@
+"""Never lose a run (issue 12): one writer per run directory, a torn log line, a broken console,
+exit 2 before a run directory exists, stale control requests, run names that escape out_dir."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ebjdat
+from ebjdat_engine.data import DataError
+from ebjdat_engine.recipe import RecipeError, resolve
+from ebjdat_engine.train.events import read_events
+from ebjdat_engine.train.rundir import RunDirError, RunLock
+from ebjdat_engine.train.session import resolve_for_resume, run
+
+
+def _short_run(tiny_recipe, name: str, steps: int = 4):
+    return run(resolve(tiny_recipe, [f"train.max_steps={steps}", f'run.name="{name}"']), None)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tiny_recipe):
+    first = _short_run(tiny_recipe, "locked")
+    before = (first.run_dir / "events.jsonl").read_bytes()
+    lock = RunLock(first.run_dir)  # as if the job were still alive
+    try:
+        res = ebjdat("run", "--resume", str(first.run_dir), "--set", "train.max_steps=8")
+        assert res.returncode == 2, res.stderr
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in res.stderr and "Traceback" not in res.stderr
+        with pytest.raises(RunDirError, match="one writer"):
+            RunLock(first.run_dir)
+    finally:
+        lock.release()
+    assert (first.run_dir / "events.jsonl").read_bytes() == before  # nothing written
+    assert not list(first.run_dir.glob("recipe.before-resume-*"))
+    again = run(resolve_for_resume(first.run_dir, None, ["train.max_steps=8"]), None, resume=first.run_dir)
+    assert again.status == "finished"  # released: the next writer gets it
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_event(tiny_recipe):
+    first = _short_run(tiny_recipe, "torn")
+    log = first.run_dir / "events.jsonl"
+    log.write_bytes(log.read_bytes()[:-60])  # the writer died mid-line
+    run(resolve_for_resume(first.run_dir, None, ["train.max_steps=8"]), None, resume=first.run_dir)
+    events = read_events(first.run_dir)
+    starts = [e for e in events if e["type"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [None, 4]
+    assert events[-1]["type"] == "end" and events[-1]["step"] == 8
+
+
+@pytest.mark.parametrize("sink", ["| head -1", "> /dev/full"])
+def test_a_broken_console_does_not_stop_training(tiny_recipe, tmp_path, sink):
+    out = tmp_path / "console"
+    cmd = (f"{sys.executable} -m ebjdat_tui.cli run {tiny_recipe} --run-dir {out} --plain "
+           f"--set train.max_steps=40 {sink}; echo rc=${{PIPESTATUS[0]}}")
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert "rc=0" in res.stdout, res.stderr
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr
+    end = read_events(out)[-1]
+    assert end["type"] == "end" and end["status"] == "finished" and end["step"] == 40
+
+
+def test_batches_larger_than_the_data_fail_before_a_run_directory_exists(tiny_recipe, tmp_path):
+    with pytest.raises(DataError, match=r"^train.px_batch_size=5000 is larger"):
+        run(resolve(tiny_recipe, ['method.name="jem"', "train.px_batch_size=5000"]), None)
+    res = ebjdat("run", str(tiny_recipe), "--set", "train.batch_size=5000")
+    assert res.returncode == 2 and "train.batch_size=5000 is larger than" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_stale_stop_request_does_not_stop_the_resumed_run(tiny_recipe):
+    first = _short_run(tiny_recipe, "stale")
+    stop = first.run_dir / "control" / "stop"
+    stop.write_text("left by a dead job\n")
+    old = time.time() - 60
+    os.utime(stop, (old, old))
+    res = ebjdat("run", "--resume", str(first.run_dir), "--set", "train.max_steps=8")
+    assert res.returncode == 0, res.stderr
+    end = read_events(first.run_dir)[-1]
+    assert end["status"] == "finished" and end["step"] == 8
+    assert not stop.exists() and list((first.run_dir / "control" / "handled").glob("stop-stale-*"))
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", "..", "x" * 300])
+def test_run_names_stay_inside_out_dir(name):
+    with pytest.raises(RecipeError, match=r"\$\.run\.name: "):
+        resolve(None, [f'run.name="{name}"'])
