@@ -99,6 +99,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     from ebjdat_engine.train.rundir import RunDirError
     from ebjdat_engine.train.runtime import RuntimeError_
     from ebjdat_engine.train.session import resolve_for_resume
+    from ebjdat_engine.train.session import StoppedBeforeStart
     from ebjdat_engine.train.session import run as run_training
 
     from .progress import make_progress
@@ -125,9 +126,14 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         progress.close()
         _err(f"ebjdat run: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    except StoppedBeforeStart as e:
+        progress.close()
+        _err(f"ebjdat run: {e}")
+        raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         progress.close()
-        _err("ebjdat run: interrupted twice; the last checkpoint on disk is checkpoints/last.pt")
+        _err("ebjdat run: interrupted twice; the run directory keeps what was written "
+             "(checkpoints/last.pt, when one was saved)")
         raise typer.Exit(130)
     progress.close()
     lines = [f"{result.status}: results in {result.run_dir}",

@@ -89,3 +89,24 @@ def test_a_stale_stop_request_does_not_stop_the_resumed_run(tiny_recipe):
 def test_run_names_stay_inside_out_dir(name):
     with pytest.raises(RecipeError, match=r"\$\.run\.name: "):
         resolve(None, [f'run.name="{name}"'])
+
+
+def test_sigterm_while_the_job_starts_leaves_a_resumable_run(tiny_recipe, tmp_path):
+    import signal
+
+    out = tmp_path / "early"
+    proc = subprocess.Popen([sys.executable, "-m", "ebjdat_tui.cli", "run", str(tiny_recipe), "--run-dir",
+                             str(out), "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "meta.json").exists():  # the directory, not yet a step
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    end = read_events(out)[-1]
+    assert end["type"] == "end" and end["status"] == "stopped"
+    assert (out / "checkpoints" / "last.pt").exists()
+    res = ebjdat("run", "--resume", str(out), "--set", "train.max_steps=3")
+    assert res.returncode == 0, res.stderr
+    assert read_events(out)[-1]["status"] == "finished"

@@ -214,6 +214,8 @@ class Trainer:
         if resumed_from is None:
             self.save_checkpoint("last")  # a healthy state to roll back to from the first step
         self._clock = (time.perf_counter(), self.step)
+        if not self.dist.enabled and stop.requested:  # a signal while the job was starting
+            return self.stop("signal")
         while self.step < self.total_steps:
             self.train_step(self.next_batch())
             self.step += 1

@@ -101,15 +101,27 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
     """Train `recipe` into a new run directory, or continue the run at `resume`.
     Under torchrun every rank calls this; rank 0 owns the run directory."""
     info = distributed.from_env()
-    device = distributed.init(info, resolve_device(recipe.runtime))
-    try:
-        return _run(recipe, recipe_path, info, device, run_dir=run_dir, resume=resume,
-                    listeners=listeners, on_run_dir=on_run_dir)
-    finally:
-        distributed.shutdown(info)
+    # signals are caught from here on: a SIGTERM / Ctrl-C while the data loads still ends in a
+    # clean state (nothing written yet, or a checkpoint and an `end` event)
+    with control.StopFlag() as stop:
+        device = distributed.init(info, resolve_device(recipe.runtime))
+        try:
+            return _run(recipe, recipe_path, info, device, stop, run_dir=run_dir, resume=resume,
+                        listeners=listeners, on_run_dir=on_run_dir)
+        finally:
+            distributed.shutdown(info)
 
 
-def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, device: torch.device, *,
+class StoppedBeforeStart(Exception):
+    """A stop signal arrived before the run directory was written: nothing was created."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("stopped by a signal before training started; no run directory was written")
+        self.exit_code = exit_code
+
+
+def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, device: torch.device,
+         stop: control.StopFlag, *,
          run_dir: str | Path | None, resume: str | Path | None, listeners: list[Listener] | None,
          on_run_dir: Callable[[Path], None] | None) -> RunResult:
     configure(recipe.runtime)
@@ -151,6 +163,8 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     check_batches(recipe, len(splits.train), method.needs_px,
                   len(seed_images) if seed_images is not None else None)
 
+    if stop.requested and not info.enabled:
+        raise StoppedBeforeStart(stop.exit_code())
     path = None
     lock = None
     if info.is_main:
@@ -183,8 +197,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                       seed_images=seed_images)
     resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
     try:
-        with control.StopFlag() as stop:
-            status = trainer.fit(stop, resumed_from)
+        status = trainer.fit(stop, resumed_from)
         if status == "stopped":  # a signal: 128 + signum; a control/stop request: 0
             code = stop.exit_code() if stop.requested else 0
         else:
