@@ -110,3 +110,58 @@ def test_sigterm_while_the_job_starts_leaves_a_resumable_run(tiny_recipe, tmp_pa
     res = ebjdat("run", "--resume", str(out), "--set", "train.max_steps=3")
     assert res.returncode == 0, res.stderr
     assert read_events(out)[-1]["status"] == "finished"
+
+
+def test_broken_checkpoints_are_clear_errors_and_resume_leaves_the_run_untouched(tiny_recipe, tmp_path):
+    first = _short_run(tiny_recipe, "corrupt")
+    last = first.run_dir / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+    recipe_before = (first.run_dir / "recipe.toml").read_bytes()
+    meta_before = (first.run_dir / "meta.json").read_bytes()
+    import torch
+
+    for bad in (good[: len(good) // 2], os.urandom(4096), None):
+        if bad is None:
+            torch.save({"weights": torch.zeros(2)}, last)  # a dict, but not ours
+        else:
+            last.write_bytes(bad)
+        res = ebjdat("run", "--resume", str(first.run_dir))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert str(last) in res.stderr and "checkpoint" in res.stderr
+    last.write_bytes(good[:1000])
+    for cmd in (("eval", str(first.run_dir), "--ckpt", "last", "--n", "5"),
+                ("sample", str(first.run_dir), "--ckpt", "last", "--n", "4")):
+        res = ebjdat(*cmd)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (cmd, res.stderr)
+        assert "not a readable ebjdat checkpoint" in res.stderr
+    assert (first.run_dir / "recipe.toml").read_bytes() == recipe_before
+    assert (first.run_dir / "meta.json").read_bytes() == meta_before
+    assert not list(first.run_dir.glob("recipe.before-resume-*"))
+    res = ebjdat("eval", str(tiny_recipe))  # a recipe is not a checkpoint
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_recipes_that_are_not_utf8_and_runs_without_a_readable_recipe(tiny_recipe, tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[run]\nname = "caf\xe9"\n'.encode("latin-1"))
+    for cmd in (("validate", str(bad)), ("run", str(bad))):
+        res = ebjdat(*cmd)
+        assert res.returncode == 2 and "not UTF-8" in res.stderr and "Traceback" not in res.stderr
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + tiny_recipe.read_bytes())
+    assert ebjdat("validate", str(bom)).returncode == 0
+    first = _short_run(tiny_recipe, "norecipe", steps=2)
+    (first.run_dir / "recipe.toml").write_bytes(b"\x00\xff garbage")
+    res = ebjdat("run", "--resume", str(first.run_dir))
+    assert res.returncode == 2 and "recipe.toml is not a valid recipe" in res.stderr, res.stderr
+    (first.run_dir / "recipe.toml").unlink()
+    res = ebjdat("run", "--resume", str(first.run_dir))
+    assert res.returncode == 2 and "recipe.toml is missing" in res.stderr, res.stderr
+    assert "ebjdat run RECIPE --resume" in res.stderr
+
+
+def test_unwritable_run_locations_are_clear_errors(tiny_recipe):
+    for args in (("--run-dir", "/proc/ebjdat-x"), ("--set", 'run.out_dir="/proc"')):
+        res = ebjdat("run", str(tiny_recipe), *args)
+        assert res.returncode == 2 and "cannot create the run directory" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr

@@ -20,7 +20,7 @@ from torch import nn
 from ..models import build_model
 from ..recipe import Recipe, from_toml_text
 from ..recipe.schema import WEIGHT_CHOICES
-from ..train.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from ..train.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
 from ..train.ema import ema_label
 
 
@@ -72,9 +72,10 @@ def load_run(path: str | Path, ckpt: str = "best", device: str | torch.device = 
     if weights not in WEIGHT_CHOICES:
         raise LoadError(f"--weights {weights}: use 'auto', 'ema' or 'raw'")
     file, kind, run_dir = find_checkpoint(path, ckpt)
-    state = load_checkpoint(file, map_location="cpu")
-    if "recipe" not in state or "model" not in state:
-        raise LoadError(f"{file}: not an ebjdat checkpoint (no recipe/model)")
+    try:
+        state = load_checkpoint(file, map_location="cpu", required=("recipe", "model"))
+    except CheckpointError as e:
+        raise LoadError(str(e)) from None
     recipe = from_toml_text(state["recipe"])
     model = build_model(recipe.model, tuple(state["image_shape"]), int(state["n_classes"]))
     ema = state.get("ema")

@@ -157,15 +157,30 @@ def _messages(exc: BaseException, path: str, cl: type | None) -> list[str]:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; a missing file or a syntax error is a RecipeError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError([f"{path}: no such recipe file"]) from None
+    except IsADirectoryError:
+        raise RecipeError([f"{path}: is a directory, not a recipe file"]) from None
     except OSError as e:
         raise RecipeError([f"{path}: cannot read ({e.strerror})"]) from None
+    return parse_toml_bytes(raw, str(path))
+
+
+def parse_toml_bytes(raw: bytes, where: str) -> dict[str, Any]:
+    """TOML from bytes: UTF-8 (a leading byte-order mark is skipped), else a RecipeError."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 BOM (some editors write one): not part of the TOML
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RecipeError([f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); "
+                           f"TOML files are UTF-8: save it as UTF-8"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise RecipeError([f"{path}: not valid TOML: {e}"]) from None
+        raise RecipeError([f"{where}: not valid TOML: {e}"]) from None
 
 
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .rundir import RunDirError
+
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -64,6 +66,34 @@ def save_atomic(obj: Any, path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_atomic` (weights_only: plain tensors and containers)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+#: what a training checkpoint holds (what --resume needs)
+TRAINING_KEYS = ("model", "optimizer", "schedule", "scaler", "method", "rng", "step", "recipe")
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint file that cannot be used: truncated, not a checkpoint, or missing parts."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint written by `save_atomic` (weights_only: plain tensors and containers).
+
+    A file that is not one (truncated, random bytes, a recipe, a dict without `required` keys)
+    raises CheckpointError naming the file, never a torch or pickle traceback."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
+    except Exception as exc:  # PytorchStreamReader (truncated), UnpicklingError (not a checkpoint), ...
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable ebjdat checkpoint ({reason}); it may be "
+                              f"truncated or another kind of file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an ebjdat checkpoint (a {type(state).__name__}, not a dict)")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not an ebjdat training checkpoint (no {', '.join(missing)})")
+    return state

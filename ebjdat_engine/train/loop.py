@@ -30,7 +30,7 @@ from ..monitor.generation import GenerationTrace
 from ..monitor.probe import EnergyProbe
 from ..recipe import Recipe, to_toml
 from . import control, distributed
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
 from .ema import WeightEMA
 from .events import EventWriter
 from .optim import build_optimizer, build_schedule, lr_factor
@@ -528,7 +528,7 @@ class Trainer:
         """Continue from a checkpoint: every state, the RNGs last (building consumed them).
         A rollback keeps its own bookkeeping (lr scale, rollbacks used, collapse epoch) and the
         current RNG stream, so the retry does not replay the same noise."""
-        ckpt = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
+        ckpt = load_checkpoint(path, map_location="cpu", required=TRAINING_KEYS)  # RNGs stay on the CPU
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
             if ckpt.get("ema"):

@@ -62,8 +62,16 @@ def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None =
             path.mkdir(parents=True, exist_ok=explicit is not None)
         except FileExistsError:
             continue
-        for sub in SUBDIRS:
-            (path / sub).mkdir(exist_ok=True)
+        except OSError as e:  # read-only file system, no permission, /proc, a name too long
+            where = "--run-dir" if explicit is not None else "run.out_dir / run.name"
+            raise RunDirError(f"{path}: cannot create the run directory ({e.strerror or e}); choose "
+                              f"another {where}") from None
+        try:
+            for sub in SUBDIRS:
+                (path / sub).mkdir(exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"{path}: cannot write in the run directory ({e.strerror or e}); choose "
+                              f"another location") from None
         return path
     raise RunDirError(f"{Path(out_dir) / name}: too many runs with this name; set run.name")
 

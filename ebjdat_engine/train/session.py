@@ -20,10 +20,10 @@ import torch
 from ..data import load_dataset
 from ..methods import MethodContext, build_method
 from ..models import build_model
-from ..recipe import Recipe, RecipeError, from_toml_text, resolve, to_dict, to_toml
+from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
 from . import control, distributed
-from .checkpoint import CHECKPOINT_DIR
+from .checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
 from .events import EventWriter, Listener
 from .loop import Trainer
 from .rundir import (
@@ -74,6 +74,25 @@ def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | N
                         f"fewer than one batch ({train.batch_size}); add images or lower train.batch_size")
 
 
+def _saved_recipe(run_dir: Path) -> Recipe:
+    """The run's own recipe.toml; RunDirError (exit 2) when it is missing or unreadable."""
+    from ..recipe.load import parse_toml_bytes
+
+    path = run_dir / RECIPE_FILE
+    try:
+        raw = parse_toml_bytes(path.read_bytes(), str(path))
+        return structure(raw)
+    except FileNotFoundError:
+        problem = "is missing"
+    except OSError as e:
+        problem = f"cannot be read ({e.strerror})"
+    except RecipeError as e:
+        problem = f"is not a valid recipe ({e.errors[0]})"
+    raise RunDirError(f"--resume {run_dir}: its {RECIPE_FILE} {problem}; give the recipe it was "
+                      f"started with: `ebjdat run RECIPE --resume {run_dir}` (data, model and method "
+                      f"must match the checkpoint)")
+
+
 def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[str]) -> Recipe:
     """The recipe a resumed run continues with: the run's own recipe.toml (or RECIPE when
     given) plus --set; sections that shape the checkpoint must be unchanged."""
@@ -81,7 +100,7 @@ def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[s
         raise RunDirError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE})")
     if not (run_dir / CHECKPOINT_DIR / "last.pt").exists():
         raise RunDirError(f"--resume {run_dir}: no checkpoints/last.pt to continue from")
-    saved = from_toml_text((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    saved = _saved_recipe(run_dir)
     if recipe_path is not None:
         recipe = resolve(recipe_path, overrides)
     else:
@@ -167,35 +186,42 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         raise StoppedBeforeStart(stop.exit_code())
     path = None
     lock = None
-    if info.is_main:
-        if resume is not None:
-            path = Path(resume)
-            lock = RunLock(path)  # one writer: refused before anything in the directory changes
-            previous = path / RECIPE_FILE
-            shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
-        else:
-            path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
-            lock = RunLock(path)
-        # requests left in control/ by an earlier job (a dead run's stop) are not for this one
-        control.set_aside_stale(path / "control", before=STARTED)
-        write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
-        meta = read_meta(path) if resume is not None else {}
-        now_meta = collect_meta(str(device))
-        if info.enabled:
-            now_meta["world_size"] = info.world_size
-        if resume is not None and meta:
-            meta.setdefault("resumes", []).append(now_meta)
-        else:
-            meta = {**now_meta, "recipe_source": str(recipe_path) if recipe_path else None}
-        write_meta(path, meta)
-        if on_run_dir is not None:
-            on_run_dir(path)
-    path = Path(distributed.broadcast_object(info, str(path) if path else None))
+    try:  # the lock is given back if anything below fails before training starts
+        if info.is_main:
+            if resume is not None:
+                path = Path(resume)
+                lock = RunLock(path)  # one writer: refused before anything in the directory changes
+                # a checkpoint that cannot be loaded is refused before recipe.toml and meta.json change
+                load_checkpoint(path / CHECKPOINT_DIR / "last.pt", required=TRAINING_KEYS)
+                previous = path / RECIPE_FILE
+                shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
+            else:
+                path = create_run_dir(recipe.run.out_dir, recipe.run.name or default_name(recipe_path), run_dir)
+                lock = RunLock(path)
+            # requests left in control/ by an earlier job (a dead run's stop) are not for this one
+            control.set_aside_stale(path / "control", before=STARTED)
+            write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
+            meta = read_meta(path) if resume is not None else {}
+            now_meta = collect_meta(str(device))
+            if info.enabled:
+                now_meta["world_size"] = info.world_size
+            if resume is not None and meta:
+                meta.setdefault("resumes", []).append(now_meta)
+            else:
+                meta = {**now_meta, "recipe_source": str(recipe_path) if recipe_path else None}
+            write_meta(path, meta)
+            if on_run_dir is not None:
+                on_run_dir(path)
+        path = Path(distributed.broadcast_object(info, str(path) if path else None))
 
-    events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
-    trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
-                      seed_images=seed_images)
-    resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
+        events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
+        trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
+                          seed_images=seed_images)
+        resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         status = trainer.fit(stop, resumed_from)
         if status == "stopped":  # a signal: 128 + signum; a control/stop request: 0
