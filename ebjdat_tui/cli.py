@@ -19,6 +19,8 @@ app = typer.Typer(
 
 SET_HELP = "Override a recipe value: section.key=value (value parsed as TOML; repeatable)."
 EXIT_BAD_INPUT = 2
+#: most samples `ebjdat sample` puts in one PNG grid
+MAX_SAMPLES = 10_000
 
 
 def _err(message: str) -> None:
@@ -197,9 +199,19 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         _err(f"--samples {samples}: use 'auto', 'buffer' or 'fresh'")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        parse_budget(eps)
+        budget = float(parse_budget(eps))
     except CheckError as e:
         _err(f"--eps {eps}: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if norm == "linf" and not 0 < budget <= 1:
+        _err(f"--eps {eps}: an l-inf budget in pixel units of [0, 1] images lies in (0, 1] (8/255 is the "
+             f"standard one)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if norm == "l2" and budget <= 0:
+        _err(f"--eps {eps}: give a positive l2 budget (0.5 is DAT's)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if n < 0 or n_samples < 0:
+        _err(f"--n {n} / --n-samples {n_samples}: give 0 (all / the default) or a positive number")
         raise typer.Exit(EXIT_BAD_INPUT)
     if pgd_steps < 1:
         _err(f"--pgd-steps {pgd_steps}: give at least 1")
@@ -269,6 +281,12 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
 
     if source not in ("fresh", "buffer"):
         _err(f"--source {source}: use 'fresh' or 'buffer'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if not 1 <= n <= MAX_SAMPLES:
+        _err(f"--n {n}: give a number of samples from 1 to {MAX_SAMPLES}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if steps is not None and steps < 0:
+        _err(f"--steps {steps}: give 0 or more chain steps")
         raise typer.Exit(EXIT_BAD_INPUT)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

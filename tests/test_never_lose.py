@@ -165,3 +165,21 @@ def test_unwritable_run_locations_are_clear_errors(tiny_recipe):
         res = ebjdat("run", str(tiny_recipe), *args)
         assert res.returncode == 2 and "cannot create the run directory" in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_sizes_and_cli_values_are_checked(tiny_recipe, tmp_path):
+    with pytest.raises(RecipeError, match=r"\$\.sampler\.buffer_size: 2000000000 images .* GiB"):
+        run(resolve(tiny_recipe, ['method.name="jem"', "sampler.buffer_size=2000000000"]), None)
+    assert not (tmp_path / "runs").exists()
+    nowhere = str(tmp_path / "no-run")
+    for args, message in ((("sample", nowhere, "--n", "-3"), "--n -3"), (("sample", nowhere, "--n", "0"), "--n 0"),
+                          (("eval", nowhere, "--n", "-5"), "--n -5"), (("eval", nowhere, "--eps", "300/255"), "(0, 1]")):
+        res = ebjdat(*args)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    from ebjdat_engine.eval.loading import LoadError, find_checkpoint
+
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "epoch_3.pt").write_bytes(b"x")
+    assert find_checkpoint(tmp_path / "r", "epoch_3")[:2] == (tmp_path / "r" / "checkpoints" / "epoch_3.pt", "epoch_3")
+    with pytest.raises(LoadError, match="it has: epoch_3"):
+        find_checkpoint(tmp_path / "r", "epoch_4")

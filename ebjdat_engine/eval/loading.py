@@ -52,9 +52,14 @@ def find_checkpoint(path: str | Path, ckpt: str = "best") -> tuple[Path, str, Pa
     if not path.is_dir():
         raise LoadError(f"{path}: no such run directory or checkpoint file")
     if ckpt not in ("best", "last"):
+        named = path / CHECKPOINT_DIR / (ckpt if ckpt.endswith(".pt") else f"{ckpt}.pt")
+        if "/" not in ckpt and named.is_file():  # a kind in the run: epoch_3, collapsed, ...
+            return named, named.stem, path
         file = Path(ckpt)
         if not file.is_file():
-            raise LoadError(f"--ckpt {ckpt}: use 'best', 'last' or a checkpoint file path")
+            kinds = sorted(p.stem for p in (path / CHECKPOINT_DIR).glob("*.pt") if ".rank" not in p.name)
+            raise LoadError(f"--ckpt {ckpt}: not in {path / CHECKPOINT_DIR} (it has: "
+                            f"{', '.join(kinds) or 'none'}) and not a checkpoint file")
         return file, file.stem, path
     folder = path / CHECKPOINT_DIR
     wanted = [ckpt, "last"] if ckpt == "best" else [ckpt]

@@ -57,6 +57,32 @@ class RunResult:
     exit_code: int
 
 
+#: methods that keep a replay buffer of sampler.buffer_size images
+BUFFER_METHODS = ("jem", "jempp", "sadajem", "ebjdat")
+
+
+def check_buffer(recipe: Recipe, image_shape: tuple[int, int, int], device: torch.device) -> None:
+    """A replay buffer that fits: fp32 images on the device, at most half its memory (host RAM
+    for the CPU); a RecipeError naming the size otherwise, instead of an allocation traceback."""
+    if recipe.method.name not in BUFFER_METHODS:
+        return
+    import math
+    import os
+
+    need = recipe.sampler.buffer_size * math.prod(image_shape) * 4
+    if device.type == "cuda":
+        capacity = torch.cuda.mem_get_info(device)[1]  # CUDA only
+    else:
+        try:
+            capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+    if need > capacity // 2:
+        raise RecipeError([f"$.sampler.buffer_size: {recipe.sampler.buffer_size} images of "
+                           f"{'x'.join(map(str, image_shape))} need {need / 2**30:.1f} GiB in fp32, more "
+                           f"than half of the {capacity / 2**30:.0f} GiB of {device.type} memory; lower it"])
+
+
 def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | None) -> None:
     """Batch sizes the data can fill, checked before a run directory is made (DataError)."""
     from ..data import DataError
@@ -165,6 +191,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     sampler_cfg = recipe.sampler
     if info.enabled:  # each rank keeps its own slice of the replay buffer
         sampler_cfg = attrs.evolve(sampler_cfg, buffer_size=max(1, sampler_cfg.buffer_size // info.world_size))
+    check_buffer(recipe, splits.image_shape, device)
     method = build_method(recipe.method, sampler_cfg, recipe.adversary, MethodContext(
         device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
         input_std=recipe.model.input_std, autocast=lambda: autocast(recipe.runtime, device),
