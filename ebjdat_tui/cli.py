@@ -101,6 +101,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     from ebjdat_engine.train.rundir import RunDirError
     from ebjdat_engine.train.runtime import RuntimeError_
     from ebjdat_engine.train.session import resolve_for_resume
+    from ebjdat_engine.train.checkpoint import DiskFullError
     from ebjdat_engine.train.session import StoppedBeforeStart
     from ebjdat_engine.train.session import run as run_training
 
@@ -132,6 +133,10 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         progress.close()
         _err(f"ebjdat run: {e}")
         raise typer.Exit(e.exit_code)
+    except DiskFullError as e:  # a crash (exit 1), said plainly; the `end` event says the same
+        progress.close()
+        _err(f"ebjdat run: crashed: {e}")
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         progress.close()
         _err("ebjdat run: interrupted twice; the run directory keeps what was written "

@@ -183,3 +183,31 @@ def test_sizes_and_cli_values_are_checked(tiny_recipe, tmp_path):
     assert find_checkpoint(tmp_path / "r", "epoch_3")[:2] == (tmp_path / "r" / "checkpoints" / "epoch_3.pt", "epoch_3")
     with pytest.raises(LoadError, match="it has: epoch_3"):
         find_checkpoint(tmp_path / "r", "epoch_4")
+
+
+def test_a_full_disk_is_named_as_such(tiny_recipe, monkeypatch):
+    import errno
+
+    import torch
+
+    from ebjdat_engine.train import checkpoint
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *a, **k):  # the second checkpoint meets a full disk, as torch reports it
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            f.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(checkpoint.os, "statvfs", lambda _p: type("S", (), {"f_bavail": 0, "f_frsize": 4096})())
+    with pytest.raises(checkpoint.DiskFullError) as info:
+        run(resolve(tiny_recipe, ["train.max_steps=50", 'run.name="full"']), None)
+    assert info.value.errno == errno.ENOSPC and "disk full (ENOSPC) writing" in str(info.value)
+    run_dir = info.value.path.parent.parent
+    end = read_events(run_dir)[-1]
+    assert end["status"] == "crashed" and "disk full (ENOSPC) writing" in end["error"]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the partial temp file is gone

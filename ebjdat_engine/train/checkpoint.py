@@ -8,6 +8,7 @@ and a `method` slot for method state such as the replay buffer.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -43,8 +44,34 @@ def _as_tuple(value: Any) -> Any:
     return value
 
 
+class DiskFullError(OSError):
+    """No space left where a checkpoint was being written (torch reports it obscurely)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.ENOSPC, f"disk full (ENOSPC) writing {path}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"disk full (ENOSPC) writing {self.path}; free some space, then resume"
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC itself, or torch's zip writer's
+    'unexpected pos' with (almost) no space left."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize < 64 * 2**20
+        except OSError:
+            return False
+    return False
+
+
 def save_atomic(obj: Any, path: Path) -> Path:
-    """torch.save to `path` through a temp file + fsync + rename (atomic on POSIX)."""
+    """torch.save to `path` through a temp file + fsync + rename (atomic on POSIX). A full disk
+    raises DiskFullError naming the file; the temp file is removed either way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,9 +81,11 @@ def save_atomic(obj: Any, path: Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)  # only our own temp file, never a checkpoint
+        if _disk_full(exc, path.parent):
+            raise DiskFullError(path) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
