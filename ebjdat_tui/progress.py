@@ -134,6 +134,6 @@ class RichProgress:
 
 def make_progress(plain: bool | None = None):
     """Rich on a terminal, plain lines otherwise (or when asked)."""
-    if plain is None:
-        plain = not sys.stdout.isatty()
+    if plain is None:  # a dumb terminal cannot redraw a bar: lines there too
+        plain = not sys.stdout.isatty() or os.environ.get("TERM", "") in ("dumb", "")
     return PlainProgress() if plain else RichProgress()

@@ -211,3 +211,29 @@ def test_a_full_disk_is_named_as_such(tiny_recipe, monkeypatch):
     end = read_events(run_dir)[-1]
     assert end["status"] == "crashed" and "disk full (ENOSPC) writing" in end["error"]
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # the partial temp file is gone
+
+
+def test_resume_refuses_what_would_break_it_and_cleans_up_after_a_killed_save(tiny_recipe):
+    first = _short_run(tiny_recipe, "smaller", steps=6)
+    with pytest.raises(RecipeError, match=r"\$\.train\.batch_size: cannot change on --resume"):
+        resolve_for_resume(first.run_dir, None, ["train.batch_size=16"])
+    recipe_before = (first.run_dir / "recipe.toml").read_bytes()
+    with pytest.raises(RecipeError, match=r"at step 6, past the 3 steps"):
+        run(resolve_for_resume(first.run_dir, None, ["train.max_steps=3"]), None, resume=first.run_dir)
+    assert (first.run_dir / "recipe.toml").read_bytes() == recipe_before
+    dead = first.run_dir / "checkpoints" / ".last.pt.abc123.tmp"  # a save killed midway
+    dead.write_bytes(b"\0" * 1000)
+    run(resolve_for_resume(first.run_dir, None, ["train.max_steps=8"]), None, resume=first.run_dir)
+    assert not dead.exists() and (first.run_dir / "checkpoints" / "last.pt").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("recipe.toml", "meta.json", "checkpoints/last.pt"):  # readable by a shared group
+        assert (first.run_dir / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_a_dumb_terminal_gets_progress_lines(monkeypatch):
+    from ebjdat_tui import progress
+
+    monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(progress.make_progress(), progress.PlainProgress)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .rundir import RunDirError
+from .rundir import RunDirError, shared_mode
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -75,6 +75,7 @@ def save_atomic(obj: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    shared_mode(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)

@@ -120,13 +120,37 @@ class RunLock:
             self._fd = None
 
 
+def shared_mode(fd: int) -> None:
+    """Give a temp file (mkstemp makes them 0600) the permissions of an ordinary new file
+    (0666 less the umask), so a shared group can read the run."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    shared_mode(fd)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_dead_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the hidden temp files (`.<name>.<random>.tmp`) an atomic write killed midway left
+    in the run directory and checkpoints/. Call only while holding the run's lock: then no
+    writer is alive to own them. Checkpoints themselves are never touched."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def git_sha() -> str | None:

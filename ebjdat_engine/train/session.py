@@ -35,6 +35,7 @@ from .rundir import (
     default_name,
     is_run_dir,
     read_meta,
+    remove_dead_temp_files,
     write_meta,
     write_text_atomic,
 )
@@ -134,6 +135,9 @@ def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[s
     changed = [name for name in FROZEN_ON_RESUME if getattr(recipe, name) != getattr(saved, name)]
     if recipe.run.seed != saved.run.seed:
         changed.append("run.seed")
+    for key in ("batch_size", "px_batch_size"):  # the batches are a function of these: exact resume
+        if getattr(recipe.train, key) != getattr(saved.train, key):
+            changed.append(f"train.{key}")
     if changed:
         raise RecipeError([f"$.{name}: cannot change on --resume (the checkpoint was trained with "
                            f"the run's recipe.toml); start a new run instead" for name in changed])
@@ -219,7 +223,12 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                 path = Path(resume)
                 lock = RunLock(path)  # one writer: refused before anything in the directory changes
                 # a checkpoint that cannot be loaded is refused before recipe.toml and meta.json change
-                load_checkpoint(path / CHECKPOINT_DIR / "last.pt", required=TRAINING_KEYS)
+                at = int(load_checkpoint(path / CHECKPOINT_DIR / "last.pt", required=TRAINING_KEYS)["step"])
+                total = recipe.train.epochs * (len(splits.train) // recipe.train.batch_size)
+                total = min(total, recipe.train.max_steps) if recipe.train.max_steps is not None else total
+                if at > total:
+                    raise RecipeError([f"$.train.max_steps: the run is at step {at}, past the {total} steps "
+                                       f"this recipe asks for; raise train.max_steps or train.epochs"])
                 previous = path / RECIPE_FILE
                 shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
             else:
@@ -227,6 +236,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                 lock = RunLock(path)
             # requests left in control/ by an earlier job (a dead run's stop) are not for this one
             control.set_aside_stale(path / "control", before=STARTED)
+            remove_dead_temp_files(path)  # we hold the lock: a temp file is a killed writer's
             write_text_atomic(path / RECIPE_FILE, to_toml(recipe))
             meta = read_meta(path) if resume is not None else {}
             now_meta = collect_meta(str(device))
