@@ -128,7 +128,7 @@ class EbjdatApp(App[ExitInfo]):
                            "\n\nFix the recipe (or the --set values) and start again. q quits.")
             self.title_text = f"{self.recipe_path}: invalid recipe"
             try:
-                self.recipe_text = self.recipe_path.read_text(encoding="utf-8")
+                self.recipe_text = self.recipe_path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 self.recipe_text = None
             return

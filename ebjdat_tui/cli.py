@@ -27,12 +27,22 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+#: recipe errors printed at most (a generated recipe can have thousands of unknown keys)
+MAX_ERRORS_SHOWN = 50
+
+
 def _fail_recipe(errors: list[str], source: str | None = None) -> None:
     where = f"{source}: " if source else ""
     _err(f"{where}{len(errors)} error{'s' if len(errors) != 1 else ''} in recipe:")
-    for line in errors:
-        _err(f"  {line}")
+    _print_errors(errors)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _print_errors(errors: list[str]) -> None:
+    for line in errors[:MAX_ERRORS_SHOWN]:
+        _err(f"  {line}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        _err(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
 
 
 def _resolved(recipe: Path, set_: List[str]):
@@ -48,7 +58,7 @@ def _resolved(recipe: Path, set_: List[str]):
 @app.command()
 def validate(recipes: List[Path] = typer.Argument(..., help="Recipe files to check."),
              set_: List[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
-    """Check recipes; exit 0 when all are valid, 2 otherwise (every error is listed)."""
+    """Check recipes; exit 0 when all are valid, 2 otherwise (every error is counted, the first 50 listed)."""
     from ebjdat_engine.recipe import RecipeError, resolve
 
     bad = 0
@@ -58,8 +68,7 @@ def validate(recipes: List[Path] = typer.Argument(..., help="Recipe files to che
         except RecipeError as e:
             bad += 1
             _err(f"{path}: {len(e.errors)} error{'s' if len(e.errors) != 1 else ''}:")
-            for line in e.errors:
-                _err(f"  {line}")
+            _print_errors(e.errors)
         else:
             typer.echo(f"{path}: ok")
     if bad:
@@ -386,13 +395,19 @@ def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate a
     if attach is not None and set_:
         _err("ebjdat tui: --set applies to a new job, not to --attach")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if attach is not None and not attach.is_dir():
+        _err(f"ebjdat tui --attach {attach}: no such run directory (`ebjdat ls` lists the runs)")
+        raise typer.Exit(EXIT_BAD_INPUT)
     from .app import create_app  # textual is imported only here
 
-    result = create_app(recipe=recipe, sets=set_, attach=attach).run()
+    app_ = create_app(recipe=recipe, sets=set_, attach=attach)
+    result = app_.run()
     if result is not None:
         if result.message:
             typer.echo(result.message, err=result.code != 0)
         raise typer.Exit(result.code)
+    if app_.return_code:  # the TUI itself crashed (Textual printed why): not a success
+        raise typer.Exit(app_.return_code)
 
 
 @app.command()

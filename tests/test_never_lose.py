@@ -237,3 +237,13 @@ def test_a_dumb_terminal_gets_progress_lines(monkeypatch):
     monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: True, raising=False)
     monkeypatch.setenv("TERM", "dumb")
     assert isinstance(progress.make_progress(), progress.PlainProgress)
+
+
+def test_thousands_of_errors_are_counted_not_all_printed_and_attach_needs_a_run(tmp_path):
+    many = tmp_path / "many.toml"
+    many.write_text("[run]\n" + "\n".join(f"key{i} = 1" for i in range(3000)) + "\n")
+    res = ebjdat("validate", str(many))
+    assert res.returncode == 2 and "3000 errors" in res.stderr and "... and 2950 more" in res.stderr
+    assert len(res.stderr.splitlines()) < 60
+    res = ebjdat("tui", "--attach", str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "no such run directory" in res.stderr

@@ -305,6 +305,19 @@ def test_recipe_errors_are_shown_and_nothing_is_started(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_recipe_that_is_not_utf8_is_an_invalid_recipe_not_a_crash(tmp_path: Path):
+    recipe = tmp_path / "latin1.toml"
+    recipe.write_bytes('[run]\nname = "caf\xe9"\n'.encode("latin-1"))
+
+    async def script(pilot):
+        await wait_for(pilot, shown(pilot, "error in the recipe; nothing was started"))
+        assert "not UTF-8" in screen_text(pilot.app)
+        await pilot.press("q")
+
+    result = run_app(create_app(recipe=recipe, **FAST), script)
+    assert result.code == 2 and "not UTF-8" in result.message
+
+
 def test_a_job_that_fails_before_its_first_event_shows_stdout_log(tmp_path: Path):
     recipe = tmp_path / "fm.toml"
     recipe.write_text(f'[run]\nout_dir = "{(tmp_path / "runs").as_posix()}"\n'
