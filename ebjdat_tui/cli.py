@@ -195,11 +195,11 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           robust_only: bool = typer.Option(False, "--robust-only", help="Clean, PGD and AutoAttack only: no energy landscape, no generation metrics."),
           weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Write the result files here instead of RUN/eval (e.g. a read-only run)."),
           seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws.")) -> None:
     """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
 
     Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""
-    import json as _json
 
     from ebjdat_engine.eval.evaluate import evaluate
     from ebjdat_engine.eval.loading import LoadError
@@ -235,10 +235,22 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
                           inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=device,
-                          seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log)
+                          seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log,
+                          out_dir=out)
     except (LoadError, EvalError, ValueError) as e:
         _err(f"ebjdat eval: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        _show_eval(result, json_out, robust_only)
+    finally:
+        if result.get("write_error"):  # the numbers are above; the files could not be written
+            _err(f"ebjdat eval: {result['write_error']}")
+            raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
+    import json as _json
+
     if json_out:
         typer.echo(_json.dumps(result, indent=2))
         return

@@ -247,3 +247,25 @@ def test_thousands_of_errors_are_counted_not_all_printed_and_attach_needs_a_run(
     assert len(res.stderr.splitlines()) < 60
     res = ebjdat("tui", "--attach", str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "no such run directory" in res.stderr
+
+
+def test_evaluation_results_survive_unwritable_places(tiny_recipe, tmp_path):
+    first = _short_run(tiny_recipe, "evalro", steps=4)
+    from ebjdat_engine.eval.evaluate import evaluate
+
+    result = evaluate(first.run_dir, ckpt="last", n=20, attacks="apgd-ce", robust_only=True, device="cpu",
+                      out_dir="/proc/ebjdat-no-such-place")
+    assert "could not write the results into /proc/ebjdat-no-such-place" in result["write_error"]
+    assert 0 <= result["clean_acc"] <= 1 and "files" not in result
+    res = ebjdat("eval", str(first.run_dir), "--ckpt", "last", "--n", "20", "--attacks", "apgd-ce", "--robust-only",
+                 "--out", "/proc/ebjdat-no-such-place")
+    assert res.returncode == 2 and "clean" in res.stdout and "pass --out DIR" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    out = tmp_path / "elsewhere"
+    res = ebjdat("eval", str(first.run_dir), "--ckpt", "last", "--n", "20", "--attacks", "apgd-ce", "--robust-only",
+                 "--out", str(out))
+    assert res.returncode == 0 and len(list(out.glob("*.json"))) == 1, res.stderr
+    from ebjdat_engine.eval.fd_ref import reference_classifier
+
+    model = reference_classifier(resolve(tiny_recipe).data, "cpu", "/proc/ebjdat-no-cache")  # a cache it cannot write
+    assert model.fd_ref_info["path"].startswith("not cached") and model.fd_ref_info["test_acc"] > 0.8

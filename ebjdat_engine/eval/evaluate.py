@@ -134,6 +134,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
              eps: str = "8/255", norm: str = "linf", pgd_steps: int = 20, fid: str = "auto",
              inception_weights: str | None = None, samples: str = "auto", n_samples: int = 0,
              device: str | torch.device | None = None, seed: int = 0, write: bool = True,
+             out_dir: str | Path | None = None,
              robust_only: bool = False, weights: str = "auto",
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict.
@@ -177,7 +178,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
         "options": options,
     }
     if robust_only:
-        return _finish(result, run, started, device, write, pops=None, x_gen=None)
+        return _finish(result, run, started, device, write, pops=None, x_gen=None, out_dir=out_dir)
 
     # generation metrics use 1,000 samples by default whatever n is (a Fréchet distance is biased
     # and noisy at a few hundred); the energy landscape uses the first n of them, so that every
@@ -199,7 +200,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     result["energy"] = landscape
     result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
                                             inception_weights, log, seed=seed)
-    return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen)
+    return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen, out_dir=out_dir)
 
 
 def _eval_stamp(out_dir: Path) -> str:
@@ -214,25 +215,48 @@ def _eval_stamp(out_dir: Path) -> str:
 
 
 def _finish(result: dict[str, Any], run, started: float, device: torch.device, write: bool, *,
-            pops: dict[str, torch.Tensor] | None, x_gen: torch.Tensor | None) -> dict[str, Any]:
-    """Time the evaluation and, with `write`, store it in the run: the JSON (atomically), the
-    energy histogram and sample grid of a full evaluation, and an `eval` event."""
+            pops: dict[str, torch.Tensor] | None, x_gen: torch.Tensor | None,
+            out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Time the evaluation and, with `write`, store it: the JSON first (atomically), then the
+    energy histogram and sample grid of a full evaluation, and an `eval` event in the run.
+
+    Files go to `out_dir` (`--out`) or RUN/eval. Nothing computed is lost to a file that cannot
+    be written: the JSON is written before the figures, each figure is optional, and a folder
+    that cannot be written is recorded in ``result["write_error"]`` (the CLI prints the numbers
+    and says so) instead of raising after the attacks have run."""
     recipe = run.recipe
     result["device"] = str(device)
     result["duration_s"] = round(time.time() - started, 2)
     result["time"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    if write and run.run_dir is not None:
-        out_dir = run.run_dir / "eval"
-        out_dir.mkdir(exist_ok=True)
-        stamp = _eval_stamp(out_dir)
-        result["files"] = {"json": str(out_dir / f"{stamp}.json")}
-        if pops is not None and x_gen is not None:
-            result["files"]["energy_histogram"] = str(plot_histogram(
-                pops, out_dir / f"{stamp}-energy.png",
-                title=f"{recipe.method.name} ({recipe.data.name}), checkpoint {run.checkpoint_kind} step {run.step}"))
-            result["files"]["samples"] = str(save_grid(x_gen[:64], out_dir / f"{stamp}-samples.png"))
-        write_text_atomic(out_dir / f"{stamp}.json", json.dumps(result, indent=2) + "\n")
-        append_eval_event(run, result)
+    if not write or (run.run_dir is None and out_dir is None):
+        return result
+    folder = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = _eval_stamp(folder)
+        json_path = folder / f"{stamp}.json"
+        result["files"] = {"json": str(json_path)}
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        result.pop("files", None)
+        result["write_error"] = (f"could not write the results into {folder} ({e.strerror or e}); "
+                                 f"pass --out DIR to write them elsewhere")
+        return result
+    if pops is not None and x_gen is not None:
+        title = f"{recipe.method.name} ({recipe.data.name}), checkpoint {run.checkpoint_kind} step {run.step}"
+        figures = {"energy_histogram": lambda: plot_histogram(pops, folder / f"{stamp}-energy.png", title=title),
+                   "samples": lambda: save_grid(x_gen[:64], folder / f"{stamp}-samples.png")}
+        for name, draw in figures.items():
+            try:
+                result["files"][name] = str(draw())
+            except OSError as e:
+                result["files"][f"{name}_error"] = f"not written: {e.strerror or e}"
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")  # now naming the figures
+    if run.run_dir is not None:
+        try:
+            append_eval_event(run, result)
+        except OSError as e:  # a read-only run directory with --out elsewhere: the JSON is there
+            result["files"]["event_error"] = f"no eval event in {run.run_dir}: {e.strerror or e}"
     return result
 
 

@@ -141,7 +141,10 @@ def reference_classifier(data_cfg: DataConfig, device: torch.device | str = "cpu
         trained_now, seconds = False, 0.0
     else:
         payload, seconds = _train(data_cfg, device)
-        save_atomic(payload, path)
+        try:
+            save_atomic(payload, path)  # a cache: opportunistic, never a reason to fail
+        except OSError as e:
+            path = f"not cached ({path}: {e.strerror or e})"
         model = _model_from_payload(payload, device)
         trained_now = True
     model.fd_ref_info = {
