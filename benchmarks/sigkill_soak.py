@@ -19,11 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from ebjdat_engine.train.checkpoint import TRAINING_KEYS, load_checkpoint
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.checkpoint import TRAINING_KEYS, load_checkpoint
+from ebjdat_engine.rundir.events import read_events
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 
 
 def throughput(run_dir: Path) -> float:

@@ -25,7 +25,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import ModalScreen
 
-from ebjdat_engine.train import control
+from ebjdat_engine.rundir import control
 
 from .launch import Launched, launch
 from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated

@@ -107,10 +107,10 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         raise typer.Exit(EXIT_BAD_INPUT)
 
     from ebjdat_engine.data import DataError
-    from ebjdat_engine.train.rundir import RunDirError
+    from ebjdat_engine.rundir import RunDirError
     from ebjdat_engine.train.runtime import RuntimeError_
     from ebjdat_engine.train.session import resolve_for_resume
-    from ebjdat_engine.train.checkpoint import DiskFullError
+    from ebjdat_engine.rundir.checkpoint import DiskFullError
     from ebjdat_engine.train.session import StoppedBeforeStart
     from ebjdat_engine.train.session import run as run_training
 
@@ -303,7 +303,7 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
     from ebjdat_engine.eval.generation import draw_buffer, fresh_chains
     from ebjdat_engine.eval.grid import save_grid
     from ebjdat_engine.eval.loading import LoadError, load_run
-    from ebjdat_engine.train.events import EventWriter
+    from ebjdat_engine.rundir.events import EventWriter
 
     if source not in ("fresh", "buffer"):
         _err(f"--source {source}: use 'fresh' or 'buffer'")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ebjdat_engine.train.events import read_events
-from ebjdat_engine.train.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir.events import read_events
+from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
 
 from .progress import event_line
 

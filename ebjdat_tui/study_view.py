@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ebjdat_engine.train.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
 
 from .runs import RunSummary, fmt_age, summarize
 

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from textual.message import Message
 
-from ebjdat_engine.train.events import EventTail
-from ebjdat_engine.train.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir.events import EventTail
+from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
 
 from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .runs import (LIVE, RunState, job_status, newest_sample, process_alive, read_meta,

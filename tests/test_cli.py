@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import REPO, ebjdat
 from ebjdat_engine.recipe import from_toml_text, resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 
 
 def test_validate_reports_every_error_and_exits_2_writing_nothing(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ebjdat_engine.recipe import resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 # no BatchNorm (per-rank batch statistics would differ from the global batch's), no augmentation

@@ -13,7 +13,7 @@ from ebjdat_engine import load_classifier
 from ebjdat_engine.eval.evaluate import evaluate
 from ebjdat_engine.eval.robustness import accuracy, autoattack_examples, pgd_examples
 from ebjdat_engine.recipe import resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 torch.set_num_threads(1)

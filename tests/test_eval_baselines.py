@@ -19,7 +19,7 @@ from ebjdat_engine.eval import fid as fid_module
 from ebjdat_engine.eval.evaluate import evaluate
 from ebjdat_engine.eval.generation import init_baseline, init_distribution
 from ebjdat_engine.recipe import DataConfig, resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 from ebjdat_tui.widgets.eval_history import history_lines
 from ebjdat_tui.widgets.eval_table import eval_lines, eval_rows

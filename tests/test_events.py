@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ebjdat_engine.train.events import EventTail, EventWriter, parse_lines, read_events
+from ebjdat_engine.rundir.events import EventTail, EventWriter, parse_lines, read_events
 
 
 def test_writer_flushes_every_event_with_the_common_fields(tmp_path):

@@ -20,7 +20,7 @@ def test_training_step_never_syncs_with_the_host(tiny_recipe, method):
     from ebjdat_engine.data import load_dataset
     from ebjdat_engine.methods import MethodContext, build_method
     from ebjdat_engine.models import build_model
-    from ebjdat_engine.train.events import EventWriter
+    from ebjdat_engine.rundir.events import EventWriter
     from ebjdat_engine.train.loop import Trainer
     from ebjdat_engine.train.runtime import autocast
 

@@ -15,7 +15,7 @@ from ebjdat_engine.data import imagefolder as folder
 from ebjdat_engine.data.host import HostImages
 from ebjdat_engine.data.synthetic import write_folder
 from ebjdat_engine.recipe import RecipeError, resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import resolve_for_resume, run
 
 CLASSES = ["n01440764", "n02102040", "n02979186"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ebjdat_engine.recipe import RecipeError, resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def test_reference_profile_only_for_ebjdat(tiny_recipe):
 
 
 def test_replay_buffer_is_in_the_checkpoint(tiny_recipe):
-    from ebjdat_engine.train.checkpoint import load_checkpoint
+    from ebjdat_engine.rundir.checkpoint import load_checkpoint
 
     recipe = resolve(tiny_recipe, SMALL + ["method.name=jem"])
     result = run(recipe, str(tiny_recipe))

@@ -14,8 +14,8 @@ import pytest
 from conftest import ebjdat
 from ebjdat_engine.data import DataError
 from ebjdat_engine.recipe import RecipeError, resolve
-from ebjdat_engine.train.events import read_events
-from ebjdat_engine.train.rundir import RunDirError, RunLock
+from ebjdat_engine.rundir.events import read_events
+from ebjdat_engine.rundir import RunDirError, RunLock
 from ebjdat_engine.train.session import resolve_for_resume, run
 
 
@@ -190,7 +190,7 @@ def test_a_full_disk_is_named_as_such(tiny_recipe, monkeypatch):
 
     import torch
 
-    from ebjdat_engine.train import checkpoint
+    from ebjdat_engine.rundir import checkpoint
 
     real_save = torch.save
     calls = {"n": 0}
@@ -269,3 +269,20 @@ def test_evaluation_results_survive_unwritable_places(tiny_recipe, tmp_path):
 
     model = reference_classifier(resolve(tiny_recipe).data, "cpu", "/proc/ebjdat-no-cache")  # a cache it cannot write
     assert model.fd_ref_info["path"].startswith("not cached") and model.fd_ref_info["test_acc"] > 0.8
+
+
+def test_the_run_directory_contract_lives_in_its_own_package():
+    """eval/ and the TUI read and write run directories through ebjdat_engine.rundir, never
+    through the training package; the old train/ modules are gone."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"(ebjdat_engine\.train|\.\.train)\.(rundir|events|checkpoint|control)\b"
+                         r"|from (ebjdat_engine\.train|\.\.train) import (rundir|events|checkpoint|control)\b")
+    offenders = [f"{p.relative_to(root)}:{i}" for folder in ("ebjdat_engine/eval", "ebjdat_tui", "ebjdat_engine/study")
+                 for p in (root / folder).rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+    for name in ("rundir", "events", "checkpoint", "control"):
+        assert not (root / "ebjdat_engine" / "train" / f"{name}.py").exists(), name

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ebjdat_engine.recipe import resolve
-from ebjdat_engine.train.checkpoint import load_checkpoint
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.checkpoint import load_checkpoint
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 #: every method, EB-JDAT on each generative base

@@ -22,7 +22,7 @@ from ebjdat_engine.recipe import RecipeError
 from ebjdat_engine.study import load_study
 from ebjdat_engine.study.compare import compare
 from ebjdat_engine.study.table import fmt_mean_std, protocol_differences
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 
 from conftest import TINY_RECIPE, ebjdat
 

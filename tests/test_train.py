@@ -15,8 +15,8 @@ import torch
 
 from conftest import ebjdat
 from ebjdat_engine.recipe import from_toml_text, resolve
-from ebjdat_engine.train.checkpoint import load_checkpoint
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.checkpoint import load_checkpoint
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import resolve_for_resume, run
 
 
@@ -82,7 +82,7 @@ def test_resume_refuses_a_changed_model(tiny_recipe):
 
 
 def test_control_stop_file_stops_gracefully(tiny_recipe):
-    from ebjdat_engine.train import control
+    from ebjdat_engine.rundir import control
 
     recipe = resolve(tiny_recipe)
     seen = {}

@@ -12,7 +12,7 @@ import pytest
 from test_tui_helpers import run_app, screen_text, wait_for
 
 from conftest import REPO
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.app import create_app
 from ebjdat_tui.runs import read_meta
 

@@ -16,7 +16,7 @@ from test_tui_helpers import RECORDED, append, copy_run, fake_job, set_job
 
 from conftest import ebjdat
 from ebjdat_engine.recipe import resolve
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.launch import job_argv, make_run_dir, planned_run_dir
 from ebjdat_tui.messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from ebjdat_tui.runs import RunState, Series, job_status, process_alive, summarize

@@ -12,7 +12,7 @@ from ebjdat_engine.models import build_model
 from ebjdat_engine.models.fold import FoldError, folded_state_dict
 from ebjdat_engine.recipe import RecipeError, resolve
 from ebjdat_engine.recipe.schema import ModelConfig
-from ebjdat_engine.train.events import read_events
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 

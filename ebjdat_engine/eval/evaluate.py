@@ -21,8 +21,8 @@ import torch
 
 from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
-from ..train.events import EventWriter
-from ..train.rundir import write_text_atomic
+from ..rundir.events import EventWriter
+from ..rundir import write_text_atomic
 from .generation import buffer_of, draw_buffer, fresh_chains, init_baseline
 from .grid import save_grid
 from .landscape import energies, energy_landscape, plot_histogram

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..data import DeviceLoader, load_dataset
 from ..models import build_model
 from ..recipe.schema import DataConfig, ModelConfig
-from ..train.checkpoint import save_atomic
+from ..rundir.checkpoint import save_atomic
 from .clean import clean_accuracy
 from .frechet import frechet_distance_features
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..train.checkpoint import save_atomic
+from ..rundir.checkpoint import save_atomic
 from .fd_ref import default_cache_dir
 
 #: File name of the converted weights inside the cache directory.

@@ -20,7 +20,7 @@ from torch import nn
 from ..models import build_model
 from ..recipe import Recipe, from_toml_text
 from ..recipe.schema import WEIGHT_CHOICES
-from ..train.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
+from ..rundir.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
 from ..train.ema import ema_label
 
 

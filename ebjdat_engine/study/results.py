@@ -28,7 +28,7 @@ import platform
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..train.rundir import write_text_atomic
+from ..rundir import write_text_atomic
 from .schema import Study, as_dict
 from .table import COLUMNS, fmt_mean_std, mean_std
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..recipe.fields import CheckError, parse_budget
-from ..train.events import read_events
+from ..rundir.events import read_events
 
 #: The protocol fields that must agree for two evaluations to be compared, in display order.
 PROTOCOL_FIELDS = ("checkpoint", "weights", "points", "eps", "norm", "attacks", "pgd_steps", "generated",

@@ -25,7 +25,7 @@ from ..data import DataError, DataSplits, ImageSplit, load_dataset
 from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..recipe import Recipe
-from .events import EventWriter
+from ..rundir.events import EventWriter
 from .loop import Trainer
 from .runtime import autocast, configure, resolve_device, seed_everything
 

@@ -22,11 +22,12 @@ from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
-from . import control, distributed
-from .checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
-from .events import EventWriter, Listener
+from ..rundir import control
+from . import distributed
+from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
+from ..rundir.events import EventWriter, Listener
 from .loop import Trainer
-from .rundir import (
+from ..rundir.layout import (
     RECIPE_FILE,
     RunDirError,
     RunLock,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .rundir import RunDirError, shared_mode
+from .layout import RunDirError, shared_mode
 
 CHECKPOINT_DIR = "checkpoints"
 
