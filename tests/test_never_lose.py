@@ -286,3 +286,13 @@ def test_the_run_directory_contract_lives_in_its_own_package():
     assert offenders == []
     for name in ("rundir", "events", "checkpoint", "control"):
         assert not (root / "ebjdat_engine" / "train" / f"{name}.py").exists(), name
+
+
+def test_a_finished_run_is_not_finished_again_by_a_plain_resume(tiny_recipe):
+    first = _short_run(tiny_recipe, "twice", steps=4)
+    again = run(resolve_for_resume(first.run_dir, None, ["train.max_steps=6"]), None, resume=first.run_dir)
+    assert again.status == "finished"
+    before = (first.run_dir / "events.jsonl").read_bytes()
+    res = ebjdat("run", "--resume", str(first.run_dir))  # max_steps=6 is in recipe.toml now
+    assert res.returncode == 2 and "already finished at step 6" in res.stderr, res.stderr
+    assert (first.run_dir / "events.jsonl").read_bytes() == before  # no second `end`

@@ -25,7 +25,7 @@ from ..recipe.load import apply_overrides, structure
 from ..rundir import control
 from . import distributed
 from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
-from ..rundir.events import EventWriter, Listener
+from ..rundir.events import EventWriter, Listener, read_events
 from .loop import Trainer
 from ..rundir.layout import (
     RECIPE_FILE,
@@ -230,6 +230,11 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                 if at > total:
                     raise RecipeError([f"$.train.max_steps: the run is at step {at}, past the {total} steps "
                                        f"this recipe asks for; raise train.max_steps or train.epochs"])
+                ends = [e for e in read_events(path) if e["type"] == "end"]
+                if at == total and ends and ends[-1].get("status") == "finished":
+                    raise RecipeError([f"$.train.max_steps: the run already finished at step {at}, the "
+                                       f"{total} steps its recipe.toml asks for; go further with "
+                                       f"`--set train.max_steps=N` (or train.epochs)"])
                 previous = path / RECIPE_FILE
                 shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
             else:
