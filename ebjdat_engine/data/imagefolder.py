@@ -98,6 +98,18 @@ def _image_files(folder: Path) -> list[os.DirEntry]:
     return sorted(found, key=lambda e: e.path)
 
 
+def _listed(folder: Path, base: Path, digest) -> list[str]:
+    """The image files under `folder` as paths relative to `base`, each (path, size, mtime)
+    added to the listing checksum `digest`."""
+    rels = []
+    for entry in _image_files(folder):
+        rel = os.path.relpath(entry.path, base)
+        st = entry.stat()
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        rels.append(rel)
+    return rels
+
+
 def list_folder(root: str, classes: list[str] | None) -> Listing:
     """Scan `root`'s train/ and val/ trees; DataError naming what is missing."""
     if not root:
@@ -127,11 +139,7 @@ def list_folder(root: str, classes: list[str] | None) -> Listing:
             folder = base / sub / name
             if not folder.is_dir():
                 continue
-            for entry in _image_files(folder):
-                rel = os.path.relpath(entry.path, base)
-                st = entry.stat()
-                digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                rows.append((rel, label))
+            rows += [(rel, label) for rel in _listed(folder, base, digest)]
         if not rows:
             raise DataError(f"data.root={root}: no images ({', '.join(IMAGE_SUFFIXES)}) under "
                             f"{base / sub}/<class>/")
@@ -219,12 +227,7 @@ def list_seed_folder(folder: str) -> Listing:
         raise DataError(f"sampler.seed_folder={folder} is not a folder; give a folder of images "
                         f"(any layout) or leave it empty for uniform-noise seeds")
     digest = hashlib.sha256()
-    rows = []
-    for entry in _image_files(base):
-        rel = os.path.relpath(entry.path, base)
-        st = entry.stat()
-        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        rows.append((rel, 0))
+    rows = [(rel, 0) for rel in _listed(base, base, digest)]
     if not rows:
         raise DataError(f"sampler.seed_folder={folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
     return Listing(base, ("seeds",), (), {"seeds": rows}, digest.hexdigest())
@@ -287,26 +290,24 @@ def build_cache(listing: Listing, target: Path, resolution: int, channels: int, 
                 shards.append(np.lib.format.open_memmap(work / name, mode="w+", dtype=np.uint8,
                                                         shape=(count, channels, resolution, resolution)))
                 shard_files.append({"file": name, "n": count})
-            images = HostImages(shards)
             labels = np.array([label for _, label in rows], dtype=np.int64)
             np.save(work / f"{split}-labels.npy", labels)
             paths = [str(listing.root / rel) for rel, _ in rows]
             tasks = [(paths[i:i + CHUNK], resolution, channels) for i in range(0, n, CHUNK)]
             bar = Progress(n, f"{split:>5}") if progress else None
             for t, (arr, chunk_bad) in enumerate(pool.map(_decode_chunk, tasks)):
-                start = t * CHUNK
-                idx = np.arange(start, start + len(arr))
-                for s, lo in enumerate(images._starts):  # write the chunk into its shard(s)
-                    hi = images._ends[s]
-                    keep = (idx >= lo) & (idx < hi)
-                    if keep.any():
-                        shards[s][idx[keep] - lo] = arr[keep]
+                done = 0
+                while done < len(arr):  # a chunk may straddle two shards (all but the last are full)
+                    shard, offset = divmod(t * CHUNK + done, per_shard)
+                    take = min(len(arr) - done, per_shard - offset)
+                    shards[shard][offset:offset + take] = arr[done:done + take]
+                    done += take
                 bad.extend(chunk_bad)
                 if bar:
                     bar.update(len(arr))
             for sh in shards:
                 sh.flush()
-            del shards, images
+            del shards
             counts = np.bincount(labels, minlength=len(listing.classes)).tolist()
             splits[split] = {"n": n, "labels": f"{split}-labels.npy", "shards": shard_files,
                              "per_class": counts}
@@ -364,7 +365,6 @@ def open_seeds(folder: str, resolution: int, channels: int, cache: str,
 
 
 def _open(listing: Listing, target: Path, what: str, resolution: int, prepare_hint: str) -> CachedFolder:
-    root = what
     index = _read_index(target)
     if index is None:
         raise DataError(f"{what} has not been prepared at {resolution} px (no cache in "
@@ -375,7 +375,7 @@ def _open(listing: Listing, target: Path, what: str, resolution: int, prepare_hi
     if index.get("checksum") != listing.checksum:
         now = {s: len(f) for s, f in listing.files.items()}
         then = {s: v["n"] for s, v in index["splits"].items()}
-        raise DataError(f"{root} changed since it was prepared (images then {then}, now "
+        raise DataError(f"{what} changed since it was prepared (images then {then}, now "
                         f"{now}, or files modified); run `{prepare_hint} again")
     images, labels = {}, {}
     for split, info in index["splits"].items():

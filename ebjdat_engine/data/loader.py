@@ -74,6 +74,15 @@ class BatchPlan:
     def has_classifier_view(self) -> bool:
         return self.clf_augment != "none" or self.cutout > 0
 
+    def views(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Batch `index` of `epoch`: (energy-stream images, labels, classifier-stream images or None)."""
+        raise NotImplementedError
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `index` (0 <= index < steps_per_epoch) of `epoch`: float images and int64 labels."""
+        x, y, _ = self.views(epoch, index)
+        return x, y
+
     def check_index(self, index: int) -> None:
         if not 0 <= index < self.steps_per_epoch:
             raise IndexError(f"batch index {index} outside 0..{self.steps_per_epoch - 1}")
@@ -148,11 +157,6 @@ class DeviceLoader(BatchPlan):
         idx = self.permutation(epoch)[start:start + self.batch_size]
         x, x_clf = self.augment(self.split.images[idx], self._aug_gen, epoch, index)
         return x, self.split.labels[idx], x_clf
-
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `index` (0 <= index < steps_per_epoch) of `epoch`: float images and int64 labels."""
-        x, y, _ = self.views(epoch, index)
-        return x, y
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """All batches of `epoch` from batch `start` on (convenience over `batch`)."""

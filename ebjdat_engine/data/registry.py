@@ -106,19 +106,23 @@ def _imagefolder(cfg: DataConfig) -> tuple[RawSplits, str]:
                      cached.labels["val"], len(index["classes"])), note
 
 
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of `device` in bytes (the host's RAM for the CPU), None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]  # CUDA only
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def choose_placement(requested: str, nbytes: int, device: torch.device) -> str:
     """'device' or 'stream': as asked, or for 'auto' by size (a quarter of the device's memory;
     the host's for the CPU)."""
     if requested != "auto":
         return requested
-    if device.type == "cuda":
-        capacity = torch.cuda.mem_get_info(device)[1]  # CUDA only: the device's total memory
-    else:
-        try:
-            capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return "device"
-    return "device" if nbytes <= capacity // 4 else "stream"
+    capacity = device_memory(device)
+    return "device" if capacity is None or nbytes <= capacity // 4 else "stream"
 
 
 def _train_split(images, labels: np.ndarray, keep: np.ndarray | None, placement: str,

@@ -56,7 +56,7 @@ class StreamLoader(BatchPlan):
         self.cuda = self.device.type == "cuda"
         self._aug_gen = torch.Generator(device=self.device)
         self._perm_gen = torch.Generator()
-        self._perm_cache: dict[int, np.ndarray] = {}
+        self._perm: tuple[int, np.ndarray] | None = None  # (epoch, its order)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
@@ -69,16 +69,13 @@ class StreamLoader(BatchPlan):
 
     def permutation(self, epoch: int) -> np.ndarray:
         """The order of the training images in `epoch` (CPU randperm from (seed, epoch))."""
-        with self._lock:
-            perm = self._perm_cache.get(epoch)
-            if perm is None:
+        with self._lock:  # the reader thread asks; a direct caller may too
+            if self._perm is None or self._perm[0] != epoch:
                 if epoch < 0:
                     raise ValueError(f"epoch must be non-negative, got {epoch}")
                 self._perm_gen.manual_seed(derive_seed(self.seed, _PERM_STREAM, epoch))
-                perm = torch.randperm(self.n_images, generator=self._perm_gen).numpy()
-                self._perm_cache = {epoch: perm, **{e: p for e, p in self._perm_cache.items()
-                                                    if e == epoch - 1}}
-            return perm
+                self._perm = (epoch, torch.randperm(self.n_images, generator=self._perm_gen).numpy())
+            return self._perm[1]
 
     def indices(self, epoch: int, index: int) -> np.ndarray:
         """The rows of batch `index` of `epoch` that this rank reads."""
@@ -174,10 +171,6 @@ class StreamLoader(BatchPlan):
         self.batches += 1
         x, x_clf = self.augment(x, self._aug_gen, epoch, index, rows=self.rows)
         return x, y, x_clf
-
-    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, _ = self.views(epoch, index)
-        return x, y
 
     def __del__(self) -> None:
         try:

@@ -158,7 +158,7 @@ class ModelConfig:
                              "as in the JEM line).", check=positive)
     stem: str = field("auto", "'resnet' only: the first layers. 'small' (3x3 stride-1 convolution, no "
                       "max-pool: CIFAR / downsampled ImageNet), 'large' (torchvision's 7x7 stride-2 "
-                      "convolution and 3x3 max-pool: 1/16 of the compute at the same resolution), "
+                      "convolution and 3x3 max-pool: about 1/15 of the FLOPs at the same resolution), "
                       "'auto' (small up to 64 px, large above).", check=one_of(*STEMS))
     init_from: Optional[str] = field(None, "Warm start: a run directory or checkpoint file whose "
                                      "weights (its last.pt) start this run; not the optimizer (that is "

@@ -45,6 +45,12 @@ PX_STREAM_SEED_OFFSET = 7919
 SEED_STREAM_SEED_OFFSET = 104729
 
 
+def planned_steps(train, steps_per_epoch: int) -> int:
+    """Iterations a run trains in all: train.epochs epochs, capped by train.max_steps."""
+    total = train.epochs * steps_per_epoch
+    return min(total, train.max_steps) if train.max_steps is not None else total
+
+
 class Trainer:
     """Owns the model, optimizer, schedule, scaler and method for one run directory."""
 
@@ -89,9 +95,7 @@ class Trainer:
             self.seed_loader = make_loader(seed_images, train.batch_size,
                                            seed=recipe.run.seed + SEED_STREAM_SEED_OFFSET, **where)
         self.steps_per_epoch = self.loader.steps_per_epoch
-        self.total_steps = train.epochs * self.steps_per_epoch
-        if train.max_steps is not None:
-            self.total_steps = min(self.total_steps, train.max_steps)
+        self.total_steps = planned_steps(train, self.steps_per_epoch)
         sam = (recipe.method.sam_rho, recipe.method.sam_adaptive) if method.uses_sam else None
         self.optimizer = build_optimizer(recipe.optim, model.parameters(), sam=sam)
         # SAM shares its base optimizer's param_groups; the schedule watches the base's steps
@@ -525,11 +529,13 @@ class Trainer:
             distributed.barrier(self.dist)
         return path
 
-    def restore(self, path: Path, for_rollback: bool = False) -> int:
+    def restore(self, path: Path, for_rollback: bool = False, state: dict[str, Any] | None = None) -> int:
         """Continue from a checkpoint: every state, the RNGs last (building consumed them).
         A rollback keeps its own bookkeeping (lr scale, rollbacks used, collapse epoch) and the
-        current RNG stream, so the retry does not replay the same noise."""
-        ckpt = load_checkpoint(path, map_location="cpu", required=TRAINING_KEYS)  # RNGs stay on the CPU
+        current RNG stream, so the retry does not replay the same noise. `state`: the checkpoint
+        at `path` when the caller has loaded it already (a resume checks it first)."""
+        ckpt = state if state is not None else load_checkpoint(  # RNG states stay on the CPU
+            path, map_location="cpu", required=TRAINING_KEYS)
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
             if ckpt.get("ema"):

@@ -26,7 +26,7 @@ from ..rundir import control
 from . import distributed
 from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
 from ..rundir.events import EventWriter, Listener, read_events
-from .loop import Trainer
+from .loop import Trainer, planned_steps
 from ..rundir.layout import (
     RECIPE_FILE,
     RunDirError,
@@ -69,17 +69,12 @@ def check_buffer(recipe: Recipe, image_shape: tuple[int, int, int], device: torc
     if recipe.method.name not in BUFFER_METHODS:
         return
     import math
-    import os
+
+    from ..data.registry import device_memory
 
     need = recipe.sampler.buffer_size * math.prod(image_shape) * 4
-    if device.type == "cuda":
-        capacity = torch.cuda.mem_get_info(device)[1]  # CUDA only
-    else:
-        try:
-            capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return
-    if need > capacity // 2:
+    capacity = device_memory(device)
+    if capacity is not None and need > capacity // 2:
         raise RecipeError([f"$.sampler.buffer_size: {recipe.sampler.buffer_size} images of "
                            f"{'x'.join(map(str, image_shape))} need {need / 2**30:.1f} GiB in fp32, more "
                            f"than half of the {capacity / 2**30:.0f} GiB of {device.type} memory; lower it"])
@@ -100,6 +95,23 @@ def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | N
     if n_seeds is not None and n_seeds < train.batch_size:
         raise DataError(f"sampler.seed_folder={recipe.sampler.seed_folder} holds {n_seeds} images, "
                         f"fewer than one batch ({train.batch_size}); add images or lower train.batch_size")
+
+
+def _resumable_checkpoint(run_dir: Path, recipe: Recipe, n_train: int) -> dict:
+    """last.pt, loaded and checked before recipe.toml and meta.json change: it must load, and the
+    recipe must ask for steps beyond it (a plain --resume of a finished run appends nothing)."""
+    state = load_checkpoint(run_dir / CHECKPOINT_DIR / "last.pt", map_location="cpu", required=TRAINING_KEYS)
+    at = int(state["step"])
+    total = planned_steps(recipe.train, n_train // recipe.train.batch_size)
+    if at > total:
+        raise RecipeError([f"$.train.max_steps: the run is at step {at}, past the {total} steps "
+                           f"this recipe asks for; raise train.max_steps or train.epochs"])
+    ends = [e for e in read_events(run_dir) if e["type"] == "end"]
+    if at == total and ends and ends[-1].get("status") == "finished":
+        raise RecipeError([f"$.train.max_steps: the run already finished at step {at}, the "
+                           f"{total} steps its recipe.toml asks for; go further with "
+                           f"`--set train.max_steps=N` (or train.epochs)"])
+    return state
 
 
 def _saved_recipe(run_dir: Path) -> Recipe:
@@ -218,23 +230,13 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         raise StoppedBeforeStart(stop.exit_code())
     path = None
     lock = None
+    resumed_state = None
     try:  # the lock is given back if anything below fails before training starts
         if info.is_main:
             if resume is not None:
                 path = Path(resume)
                 lock = RunLock(path)  # one writer: refused before anything in the directory changes
-                # a checkpoint that cannot be loaded is refused before recipe.toml and meta.json change
-                at = int(load_checkpoint(path / CHECKPOINT_DIR / "last.pt", required=TRAINING_KEYS)["step"])
-                total = recipe.train.epochs * (len(splits.train) // recipe.train.batch_size)
-                total = min(total, recipe.train.max_steps) if recipe.train.max_steps is not None else total
-                if at > total:
-                    raise RecipeError([f"$.train.max_steps: the run is at step {at}, past the {total} steps "
-                                       f"this recipe asks for; raise train.max_steps or train.epochs"])
-                ends = [e for e in read_events(path) if e["type"] == "end"]
-                if at == total and ends and ends[-1].get("status") == "finished":
-                    raise RecipeError([f"$.train.max_steps: the run already finished at step {at}, the "
-                                       f"{total} steps its recipe.toml asks for; go further with "
-                                       f"`--set train.max_steps=N` (or train.epochs)"])
+                resumed_state = _resumable_checkpoint(path, recipe, len(splits.train))
                 previous = path / RECIPE_FILE
                 shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
             else:
@@ -260,7 +262,8 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
         trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
                           seed_images=seed_images)
-        resumed_from = trainer.restore(path / CHECKPOINT_DIR / "last.pt") if resume is not None else None
+        resumed_from = (trainer.restore(path / CHECKPOINT_DIR / "last.pt", state=resumed_state)
+                        if resume is not None else None)
     except BaseException:
         if lock is not None:
             lock.release()
