@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 
@@ -201,7 +202,10 @@ class EbjdatApp(App[ExitInfo]):
         self.redraws += 1
         for screen in self.screen_stack:
             if isinstance(screen, RunScreen) and screen.is_mounted:
-                screen.update_view(self.snapshot, self.display_status, self.title_text)
+                try:
+                    screen.update_view(self.snapshot, self.display_status, self.title_text)
+                except NoMatches:  # mounted, but its widgets are still composing or already gone
+                    self._dirty = True  # (a timer tick raced start-up or shutdown): next tick
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
