@@ -519,6 +519,53 @@ def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their 
             for e in comparison["entries"] if e["mismatch"]))
 
 
+@app.command()
+def export(runs: List[Path] = typer.Argument(..., help="Run directories (several: one TensorBoard run each, DIR/<run name>)."),
+           tensorboard: Path = typer.Option(..., "--tensorboard", help="Write TensorBoard event files here (a new or empty directory); then: tensorboard --logdir DIR.")) -> None:
+    """Export runs to TensorBoard: metrics as scalars, energy histograms as histograms, sample grids as
+    images, evaluations as scalars with their protocol as text.
+
+    Reads the run directory only (a live run can be exported while it trains); needs pip install
+    'ebjdat[tb]'. runtime.tensorboard = true mirrors the same live into RUN/tensorboard."""
+    from ebjdat_engine.export.tensorboard import TensorBoardMissing, export_run, missing_reason
+    from ebjdat_engine.rundir.layout import is_run_dir
+
+    if (reason := missing_reason()) is not None:
+        _err(f"ebjdat export: {reason}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    for run in runs:
+        if not run.is_dir() or not is_run_dir(run):
+            _err(f"ebjdat export: {run} is not a run directory (no events.jsonl or recipe.toml); give a directory under "
+                 f"runs/ (ebjdat ls lists them)")
+            raise typer.Exit(EXIT_BAD_INPUT)
+    names = [run.resolve().name for run in runs]
+    if len(set(names)) != len(names):
+        _err(f"ebjdat export: several runs are named {', '.join(sorted({n for n in names if names.count(n) > 1}))}; "
+             f"export them into separate directories")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    targets = [tensorboard] if len(runs) == 1 else [tensorboard / name for name in names]
+    for target in targets:
+        if target.exists() and not target.is_dir():
+            _err(f"ebjdat export: {target} exists and is not a directory; name a new directory")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        if target.is_dir() and any(target.glob("events.out.tfevents.*")):
+            _err(f"ebjdat export: {target} already holds TensorBoard event files (an earlier export?); "
+                 f"TensorBoard would show both. Export into a new or empty directory")
+            raise typer.Exit(EXIT_BAD_INPUT)
+    for run, target in zip(runs, targets):
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            counts = export_run(run, target)
+        except TensorBoardMissing as e:
+            _err(f"ebjdat export: {e}")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        except OSError as e:
+            _err(f"ebjdat export: cannot write {target} ({e.strerror or e}); choose a writable directory")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        typer.echo(f"{run} -> {target}: " + ", ".join(f"{counts[k]} {k}" for k in ("scalars", "histograms", "images", "texts")))
+    typer.echo(f"view: tensorboard --logdir {tensorboard}")
+
+
 @app.command("ls")
 def ls_(runs_dir: Path = typer.Argument(Path("runs"), help="Directory of runs (or one run directory).")) -> None:
     """List runs: method, status, step, last loss, last clean / AutoAttack accuracy, age of the last event."""

@@ -38,7 +38,10 @@ def event_line(event: dict[str, Any]) -> str | None:
         return (f"start: {event.get('method')} on {event.get('device')}, {event.get('total_steps')} steps "
                 f"({event.get('steps_per_epoch')}/epoch){resumed} -> {event.get('run_dir')}")
     if kind == "eval":
-        return f"eval  step {event['step']}: {event.get('split')} clean_acc {_fmt(event.get('clean_acc'), 4)} (n={event.get('n')})"
+        robust = "".join(f" {key} {_fmt(event[key], 4)}" for key in ("pgd_acc", "aa_acc")
+                         if event.get(key) is not None)
+        return (f"eval  step {event['step']}: {event.get('split')} clean_acc {_fmt(event.get('clean_acc'), 4)}"
+                f"{robust} (n={event.get('n')})")
     if kind == "generation":
         ref = event.get("reference") or {}
         trained = f"; reference CNN trained in {ref['seconds']:.1f} s" if ref.get("trained_now") else ""

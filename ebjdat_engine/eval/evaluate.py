@@ -21,7 +21,7 @@ import torch
 
 from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
-from ..rundir.events import EventWriter
+from ..rundir.events import EventWriter, Listener
 from ..rundir import write_text_atomic
 from .generation import buffer_of, draw_buffer, fresh_chains, init_baseline
 from .grid import save_grid
@@ -136,7 +136,8 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
              device: str | torch.device | None = None, seed: int = 0, write: bool = True,
              out_dir: str | Path | None = None,
              robust_only: bool = False, weights: str = "auto",
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None,
+             listeners: "list[Listener] | None" = None) -> dict[str, Any]:
     """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict.
 
     `robust_only`: clean, PGD and AutoAttack only (no energy landscape, no generation), e.g. for
@@ -178,7 +179,8 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
         "options": options,
     }
     if robust_only:
-        return _finish(result, run, started, device, write, pops=None, x_gen=None, out_dir=out_dir)
+        return _finish(result, run, started, device, write, pops=None, x_gen=None, out_dir=out_dir,
+                       listeners=listeners)
 
     # generation metrics use 1,000 samples by default whatever n is (a Fréchet distance is biased
     # and noisy at a few hundred); the energy landscape uses the first n of them, so that every
@@ -200,7 +202,8 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     result["energy"] = landscape
     result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
                                             inception_weights, log, seed=seed)
-    return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen, out_dir=out_dir)
+    return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen, out_dir=out_dir,
+                   listeners=listeners)
 
 
 def _eval_stamp(out_dir: Path) -> str:
@@ -216,7 +219,7 @@ def _eval_stamp(out_dir: Path) -> str:
 
 def _finish(result: dict[str, Any], run, started: float, device: torch.device, write: bool, *,
             pops: dict[str, torch.Tensor] | None, x_gen: torch.Tensor | None,
-            out_dir: str | Path | None = None) -> dict[str, Any]:
+            out_dir: str | Path | None = None, listeners: "list[Listener] | None" = None) -> dict[str, Any]:
     """Time the evaluation and, with `write`, store it: the JSON first (atomically), then the
     energy histogram and sample grid of a full evaluation, and an `eval` event in the run.
 
@@ -254,7 +257,7 @@ def _finish(result: dict[str, Any], run, started: float, device: torch.device, w
         write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")  # now naming the figures
     if run.run_dir is not None:
         try:
-            append_eval_event(run, result)
+            append_eval_event(run, result, listeners)
         except OSError as e:  # a read-only run directory with --out elsewhere: the JSON is there
             result["files"]["event_error"] = f"no eval event in {run.run_dir}: {e.strerror or e}"
     return result
@@ -270,9 +273,13 @@ def _relative(path: str | None, run_dir: Path) -> str | None:
         return str(Path(path).resolve())
 
 
-def append_eval_event(run, result: dict[str, Any]) -> None:
-    """A compact `eval` event (the numbers and where the full JSON is) in the run's log."""
-    events = EventWriter(run.run_dir)
+def append_eval_event(run, result: dict[str, Any], listeners: "list[Listener] | None" = None) -> None:
+    """A compact `eval` event (the numbers and where the full JSON is) in the run's log, handed
+    also to `listeners` (the training job's, for a final evaluation)."""
+    own = []  # listeners opened here for this one event (closed below), not the caller's
+    if listeners is None and run.recipe.runtime.tensorboard:  # the run mirrors into RUN/tensorboard
+        listeners = own = _tensorboard_listeners(run.run_dir)
+    events = EventWriter(run.run_dir, listeners)
     try:
         gen = result.get("generation", {})
         fd, fi = gen.get("fd_ref") or {}, gen.get("fid") or {}
@@ -295,6 +302,22 @@ def append_eval_event(run, result: dict[str, Any]) -> None:
                     path=_relative(result.get("files", {}).get("json"), run.run_dir))
     finally:
         events.close()
+        for listener in own:
+            listener.close()
+
+
+def _tensorboard_listeners(run_dir: Path) -> list[Listener]:
+    """A LiveMirror into the run's tensorboard/ for this one event (none when TensorBoard is
+    missing here: the event log has the result, `ebjdat export` can mirror it later)."""
+    from ..export.tensorboard import LiveMirror, missing_reason
+    from ..rundir.layout import TENSORBOARD_DIR
+
+    if missing_reason() is not None:
+        return []
+    try:
+        return [LiveMirror(run_dir, Path(run_dir) / TENSORBOARD_DIR)]
+    except OSError:
+        return []
 
 
 __all__ = ["EvalError", "evaluate"]

@@ -397,6 +397,9 @@ class RuntimeConfig:
     channels_last: bool = field(False, "Use channels_last memory format (faster convolutions on GPUs).")
     threads: int = field(0, "torch CPU threads (0: torch's default).", check=at_least(0))
     deterministic: bool = field(False, "Ask torch for deterministic algorithms (slower on GPUs).")
+    tensorboard: bool = field(False, "Mirror the run's events live into RUN/tensorboard (rank 0, from a "
+                              "background thread; needs pip install 'ebjdat[tb]'). `ebjdat export RUN "
+                              "--tensorboard DIR` writes the same after the fact.")
 
 
 @attrs.frozen

@@ -29,6 +29,8 @@ SUBDIRS = ("checkpoints", "samples", "eval", "control")
 LAUNCHER_FILES = ("stdout.log",)
 RECIPE_FILE = "recipe.toml"
 META_FILE = "meta.json"
+#: where `runtime.tensorboard = true` mirrors the events (a copy: events.jsonl is the record)
+TENSORBOARD_DIR = "tensorboard"
 
 
 class RunDirError(Exception):

@@ -486,7 +486,7 @@ class Trainer:
 
             self.events.close()  # the evaluation appends its own event; reopen after
             evaluate(self.run_dir, ckpt="last", n=self.recipe.eval.final_n, eps=str(self.recipe.eval.eps),
-                     device=self.device, seed=self.recipe.run.seed)
+                     device=self.device, seed=self.recipe.run.seed, listeners=self.events.listeners)
             self.events = type(self.events)(self.run_dir, self.events.listeners)
         complete = self.step >= self.recipe.train.epochs * self.steps_per_epoch
         self.emit("end", status="finished",

@@ -29,6 +29,7 @@ from ..rundir.events import EventWriter, Listener, read_events
 from .loop import Trainer, planned_steps
 from ..rundir.layout import (
     RECIPE_FILE,
+    TENSORBOARD_DIR,
     RunDirError,
     RunLock,
     collect_meta,
@@ -225,12 +226,18 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
 
     check_batches(recipe, len(splits.train), method.needs_px,
                   len(seed_images) if seed_images is not None else None)
+    if recipe.runtime.tensorboard and info.is_main:
+        from ..export.tensorboard import missing_reason
+
+        if (reason := missing_reason()) is not None:
+            raise RecipeError([f"$.runtime.tensorboard: {reason}; or set it to false"])
 
     if stop.requested and not info.enabled:
         raise StoppedBeforeStart(stop.exit_code())
     path = None
     lock = None
     resumed_state = None
+    tensorboard = None
     try:  # the lock is given back if anything below fails before training starts
         if info.is_main:
             if resume is not None:
@@ -264,6 +271,13 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
                           seed_images=seed_images)
         resumed_from = (trainer.restore(path / CHECKPOINT_DIR / "last.pt", state=resumed_state)
                         if resume is not None else None)
+        if recipe.runtime.tensorboard and info.is_main:
+            from ..export.tensorboard import LiveMirror
+
+            # a resumed job re-does the steps after its checkpoint: TensorBoard hides the old ones
+            tensorboard = LiveMirror(path, path / TENSORBOARD_DIR,
+                                     purge_step=None if resumed_from is None else resumed_from + 1)
+            events.listeners.append(tensorboard)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -283,5 +297,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     finally:
         trainer.close_loaders()
         trainer.events.close()
+        if tensorboard is not None:
+            tensorboard.close()
         if lock is not None:
             lock.release()
