@@ -30,7 +30,8 @@ from ebjdat_engine.rundir import control
 
 from .launch import Launched, launch
 from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
-from .runs import LIVE, RunSnapshot
+from .liveness import LIVE
+from .reducer import RunSnapshot
 from .screens.base import RunScreen
 from .screens.confirm_stop import ConfirmStopScreen
 from .screens.dashboard import DashboardScreen
@@ -215,7 +216,7 @@ class EbjdatApp(App[ExitInfo]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("stop", "checkpoint", "evaluate"):
-            return True if self.controllable else None  # None: shown greyed out in the footer
+            return self.controllable  # False: not offered in the footer (the job is over or gone)
         return True
 
     def _modal_open(self) -> bool:
@@ -323,7 +324,9 @@ class EbjdatApp(App[ExitInfo]):
         if status == "failed" and self.stop_requested:
             return ExitInfo(f"stopped before training started: {run} (nothing to resume)")
         if status == "failed":
-            return ExitInfo(f"the job failed to start; see {run / 'stdout.log'}", 2)
+            output = (self.snapshot.detail.split("\n", 1)[1:] or [""])[0].strip() if self.snapshot else ""
+            return ExitInfo(f"the job failed before it started{': ' if output else ''}{output}"
+                            f"\n  its whole output: {run / 'stdout.log'}", 2)
         return ExitInfo(f"{status}: {run}")
 
 

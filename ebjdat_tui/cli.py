@@ -111,7 +111,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     from ebjdat_engine.train.runtime import RuntimeError_
     from ebjdat_engine.train.session import resolve_for_resume
     from ebjdat_engine.rundir.checkpoint import DiskFullError
-    from ebjdat_engine.train.session import StoppedBeforeStart
+    from ebjdat_engine.train.session import Interrupted, StoppedBeforeStart
     from ebjdat_engine.train.session import run as run_training
 
     from .progress import make_progress
@@ -138,7 +138,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         progress.close()
         _err(f"ebjdat run: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    except StoppedBeforeStart as e:
+    except (StoppedBeforeStart, Interrupted) as e:
         progress.close()
         _err(f"ebjdat run: {e}")
         raise typer.Exit(e.exit_code)
@@ -148,8 +148,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         raise typer.Exit(1)
     except KeyboardInterrupt:
         progress.close()
-        _err("ebjdat run: interrupted twice; the run directory keeps what was written "
-             "(checkpoints/last.pt, when one was saved)")
+        _err("ebjdat run: interrupted twice while the job was starting, before training began")
         raise typer.Exit(130)
     progress.close()
     lines = [f"{result.status}: results in {result.run_dir}",
@@ -569,7 +568,8 @@ def export(runs: List[Path] = typer.Argument(..., help="Run directories (several
 @app.command("ls")
 def ls_(runs_dir: Path = typer.Argument(Path("runs"), help="Directory of runs (or one run directory).")) -> None:
     """List runs: method, status, step, last loss, last clean / AutoAttack accuracy, age of the last event."""
-    from .runs import find_runs, fmt, fmt_age, summarize
+    from .fmt import fmt, fmt_age
+    from .runs import find_runs, summarize
 
     if not runs_dir.is_dir():
         _err(f"ebjdat ls: no runs directory at {runs_dir}")

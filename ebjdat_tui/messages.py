@@ -14,7 +14,7 @@ from typing import Any
 
 from textual.message import Message
 
-from .runs import RunSnapshot
+from .reducer import RunSnapshot
 
 
 @dataclass

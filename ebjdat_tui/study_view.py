@@ -19,7 +19,8 @@ from typing import Any
 
 from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
 
-from .runs import RunSummary, fmt_age, summarize
+from .fmt import fmt_age
+from .runs import RunSummary, summarize
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = "study.lock"

@@ -19,8 +19,9 @@ from ebjdat_engine.rundir.events import EventTail
 from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
 
 from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
-from .runs import (LIVE, RunState, job_status, newest_sample, process_alive, read_meta,
-                   read_recipe_text, resolve_sample_path)
+from .liveness import LIVE, job_status, process_alive, read_meta
+from .reducer import RunState
+from .runs import newest_sample, read_recipe_text, resolve_sample_path
 
 #: lines of stdout.log shown when a launched job fails before its first event
 FAILED_TAIL_LINES = 20

@@ -296,3 +296,63 @@ def test_a_finished_run_is_not_finished_again_by_a_plain_resume(tiny_recipe):
     res = ebjdat("run", "--resume", str(first.run_dir))  # max_steps=6 is in recipe.toml now
     assert res.returncode == 2 and "already finished at step 6" in res.stderr, res.stderr
     assert (first.run_dir / "events.jsonl").read_bytes() == before  # no second `end`
+
+
+def test_double_ctrl_c_20_ms_apart_ends_once_as_stopped(tiny_recipe, tmp_path):
+    import signal
+
+    from ebjdat_tui.runs import summarize
+
+    out = tmp_path / "twice"
+    proc = subprocess.Popen([sys.executable, "-m", "ebjdat_tui.cli", "run", str(tiny_recipe), "--run-dir",
+                             str(out), "--plain", "--set", "train.epochs=50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["type"] == "metrics" for e in read_events(out)):
+        time.sleep(0.02)  # training, past the first steps
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    ends = [e for e in read_events(out) if e["type"] == "end"]
+    assert [e["status"] for e in ends] == ["stopped"], ends
+    assert summarize(out).status == "stopped"  # what `ebjdat ls` shows
+    res = ebjdat("run", "--resume", str(out), "--set", f"train.max_steps={ends[0]['step'] + 2}")
+    assert res.returncode == 0, res.stderr
+    assert read_events(out)[-1]["status"] == "finished"
+
+
+def test_a_second_ctrl_c_interrupts_a_step_but_not_a_stop(tiny_recipe, monkeypatch):
+    import signal
+
+    from ebjdat_engine.rundir.control import StopFlag
+    from ebjdat_engine.train.loop import Trainer
+    from ebjdat_engine.train.session import Interrupted
+
+    with StopFlag() as flag:  # before the stop: the second Ctrl-C interrupts at once
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    with StopFlag() as flag:  # once the job settles (stopping, or its end written): ignored
+        os.kill(os.getpid(), signal.SIGINT)
+        flag.settle()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert flag.ignored == 1 and flag.requested
+
+    original = Trainer.train_step
+
+    def interrupted_at_step_3(self, batch):  # the second Ctrl-C landing inside a step
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_3)
+    with pytest.raises(Interrupted, match="at step 3, before the stop's checkpoint; checkpoints/last.pt holds step 0"):
+        _short_run(tiny_recipe, "interrupted", steps=8)
+    run_dir = tiny_recipe.parent / "runs" / "interrupted"
+    ends = [e for e in read_events(run_dir) if e["type"] == "end"]
+    assert len(ends) == 1 and ends[0]["status"] == "stopped" and ends[0]["checkpoint_step"] == 0

@@ -15,7 +15,7 @@ from test_tui_helpers import (ALARMS, append, check_snapshot, copy_run, fake_job
 
 from ebjdat_tui.app import create_app
 from ebjdat_tui.messages import RunUpdated
-from ebjdat_tui.runs import RunState
+from ebjdat_tui.reducer import RunState
 from ebjdat_tui.widgets.alarm import AlarmBanner
 
 FAST = dict(poll_interval=0.05, redraw_hz=20.0)
@@ -162,6 +162,8 @@ def test_a_job_gone_without_an_end_event_is_reported_died(tmp_path: Path):
 
     async def script(pilot):
         await wait_for(pilot, shown(pilot, "DIED"))
+        text = screen_text(pilot.app)
+        assert "q Quit" in text and "Stop" not in text and "Ckpt" not in text and "Eval" not in text
 
     run_app(create_app(attach=run, **FAST), script)
 
@@ -173,6 +175,7 @@ def test_keys_write_control_requests(live_run: Path):
 
     async def script(pilot):
         await wait_for(pilot, shown(pilot, "RUNNING"))
+        assert shown(pilot, "s Stop", "c Ckpt", "e Eval")()  # offered while the job lives
         await pilot.press("c")
         assert (control / "checkpoint").is_file()
         await pilot.press("e")
@@ -208,6 +211,8 @@ def test_stop_dialog_cancel_writes_nothing(live_run: Path):
 def test_control_keys_do_nothing_on_a_finished_run(finished_run: Path):
     async def script(pilot):
         await wait_for(pilot, shown(pilot, "FINISHED"))
+        text = screen_text(pilot.app)  # a finished run offers no stop, checkpoint or eval key
+        assert "q Quit" in text and "s Stop" not in text and "c Ckpt" not in text and "e Eval" not in text
         for key in ("c", "e", "s"):
             await pilot.press(key)
         await pilot.pause(0.2)
@@ -325,12 +330,17 @@ def test_a_job_that_fails_before_its_first_event_shows_stdout_log(tmp_path: Path
     async def script(pilot):
         await wait_for(pilot, shown(pilot, "The job failed before it started"), timeout=30,
                        what="the failed job's notice")
-        text = screen_text(pilot.app)
+        text = " ".join(screen_text(pilot.app).split())
         assert "exited with code 2" in text and "nowhere" in text  # the job's own message
+        assert text.count("exited with code 2") == 1  # once: the header does not repeat it
+        assert "Stop" not in text and "Ckpt" not in text  # a failed job: nothing to control
         await pilot.press("q")
 
     result = run_app(create_app(recipe=recipe, **FAST), script)
     assert result.code == 2
+    # after the screen is gone: the job's own message, once, and where its whole output is
+    assert result.message.startswith("the job failed before it started: ")
+    assert result.message.count("fashion-mnist files not found") == 1 and result.message.endswith("stdout.log")
 
 
 # --- bounded redraws ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from test_tui_helpers import run_app, screen_text, wait_for
 from conftest import REPO
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.app import create_app
-from ebjdat_tui.runs import read_meta
+from ebjdat_tui.liveness import read_meta
 
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 

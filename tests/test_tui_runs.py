@@ -19,7 +19,9 @@ from ebjdat_engine.recipe import resolve
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.launch import job_argv, make_run_dir, planned_run_dir
 from ebjdat_tui.messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
-from ebjdat_tui.runs import RunState, Series, job_status, process_alive, summarize
+from ebjdat_tui.liveness import job_status, process_alive
+from ebjdat_tui.reducer import RunState, Series
+from ebjdat_tui.runs import summarize
 from ebjdat_tui.watcher import RunWatcher
 from ebjdat_tui.widgets.energy import MIX, histogram_lines
 from ebjdat_tui.widgets.eval_table import eval_rows

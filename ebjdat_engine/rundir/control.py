@@ -16,10 +16,14 @@ REQUESTS = ("stop", "checkpoint", "eval")
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once (KeyboardInterrupt)."""
+    """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once (KeyboardInterrupt), unless the
+    job has `settle`d: once its stop (checkpoint, then the `end` event) is underway or its end
+    is written, a second Ctrl-C would only tear that apart, so it is counted and ignored."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.settled = False
+        self.ignored = 0  # second Ctrl-Cs that arrived after settle()
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopFlag":
@@ -32,8 +36,15 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signum is not None and signum == signal.SIGINT:
+            if self.settled:
+                self.ignored += 1
+                return
             raise KeyboardInterrupt
         self.signum = signum
+
+    def settle(self) -> None:
+        """The job is stopping or has ended: from now on a second Ctrl-C does not interrupt."""
+        self.settled = True
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():

@@ -63,6 +63,8 @@ class Trainer:
         self.device = device
         self.run_dir = run_dir
         self.events = events
+        self._stop: control.StopFlag | None = None  # fit's signal flag (settled when the job ends)
+        self.last_saved_step: int | None = None  # the step checkpoints/last.pt holds
         self.model = model  # the module whose state is saved (never the compiled wrapper)
         self.forward_model = torch.compile(model) if recipe.runtime.compile else model
         self.dist = dist
@@ -201,11 +203,14 @@ class Trainer:
         return round(self.step / self.steps_per_epoch, 4)
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        if type == "end" and self._stop is not None:
+            self._stop.settle()  # the record is being closed: a late second Ctrl-C must not tear it
         return self.events.emit(type, self.step, self.epoch, **fields)
 
     def fit(self, stop: control.StopFlag, resumed_from: int | None = None) -> str:
         """Train until the end, a stop request, a collapse or an exception; returns the status."""
         train = self.recipe.train
+        self._stop = stop
         self.emit("start", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                   epochs=self.recipe.train.epochs, batch_size=train.batch_size,
                   method=self.method.name, profile=self.recipe.method.profile,
@@ -463,6 +468,8 @@ class Trainer:
         return reason
 
     def stop(self, reason: str) -> str:
+        if self._stop is not None:
+            self._stop.settle()  # checkpoint and end are short: a second Ctrl-C now would only lose them
         if self.check_collapse() in ("stop", "rollback"):
             return self.collapsed()
         self.log_metrics()
@@ -522,6 +529,8 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
         if self.dist.is_main:
             save_atomic(self.state(), path)
+            if kind == "last":
+                self.last_saved_step = self.step
             self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
         if self.dist.enabled:
             save_atomic({"method": self.method.state_dict(), "rng": rng_state()},
@@ -551,6 +560,7 @@ class Trainer:
         self.best = dict(ckpt.get("best", {}))
         self.step = int(ckpt["step"])
         if not for_rollback:
+            self.last_saved_step = self.step
             self.lr_scale = float(ckpt.get("lr_scale", 1.0))
             self.rollbacks.load_state_dict(ckpt.get("rollbacks", {}))
             self.collapse_epoch = ckpt.get("collapse_epoch")

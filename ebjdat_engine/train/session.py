@@ -175,6 +175,19 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
             distributed.shutdown(info)
 
 
+class Interrupted(Exception):
+    """A second Ctrl-C interrupted training before the stop could checkpoint this step; the run
+    ended 'stopped' and resumes from checkpoints/last.pt (`checkpoint_step`, None when none)."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir: Path, step: int, checkpoint_step: int | None) -> None:
+        where = (f"checkpoints/last.pt holds step {checkpoint_step}: ebjdat run --resume {run_dir} continues "
+                 f"from there" if checkpoint_step is not None else "no checkpoint was written")
+        super().__init__(f"interrupted by a second Ctrl-C at step {step}, before the stop's checkpoint; {where}")
+        self.run_dir, self.step, self.checkpoint_step = run_dir, step, checkpoint_step
+
+
 class StoppedBeforeStart(Exception):
     """A stop signal arrived before the run directory was written: nothing was created."""
 
@@ -289,8 +302,14 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         else:
             code = EXIT_COLLAPSED if status == "collapsed" else 0
         return RunResult(status, path, code)
+    except KeyboardInterrupt:  # a second Ctrl-C before the stop began: stopped, not crashed
+        saved = trainer.last_saved_step
+        if not trainer.events.ended:
+            trainer.emit("end", status="stopped", reason="interrupted by a second Ctrl-C before the stop's "
+                         "checkpoint", checkpoint_step=saved)
+        raise Interrupted(path, trainer.step, saved) from None
     except BaseException as e:  # record the crash, keep everything on disk, re-raise
-        if not trainer.events.ended:  # a second Ctrl-C after a finished stop is not a crash
+        if not trainer.events.ended:
             trainer.emit("end", status="crashed", error=f"{type(e).__name__}: {e}",
                          traceback=traceback.format_exc(limit=20))
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.screen import Screen
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 
 
 class RunScreen(Screen):

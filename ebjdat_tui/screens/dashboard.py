@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 from ..widgets.alarm import AlarmBanner
 from ..widgets.energy import EnergyHistogram
 from ..widgets.eval_table import EvalTable

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 from ..widgets.header import RunHeader
 from .base import RunScreen
 

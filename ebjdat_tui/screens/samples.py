@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 from ..widgets.eval_history import EvalHistory
 from ..widgets.header import RunHeader
 from ..widgets.sample_grid import SampleGrid

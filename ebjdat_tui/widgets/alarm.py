@@ -8,7 +8,8 @@ from typing import Any
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot, fmt
+from ..fmt import fmt
+from ..reducer import RunSnapshot
 
 
 def alarm_text(alarms: tuple[dict[str, Any], ...], end: dict[str, Any] | None) -> Text | None:

@@ -19,7 +19,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import POPULATIONS, SHORT_GAP, SHORT_POP, RunSnapshot, as_float, fmt
+from ..fmt import POPULATIONS, SHORT_GAP, SHORT_POP, as_float, fmt
+from ..reducer import RunSnapshot
 from .generation import generation_line
 from .sparkline import sparkline
 

@@ -7,7 +7,8 @@ from typing import Any
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot, fmt
+from ..fmt import fmt
+from ..reducer import RunSnapshot
 from .eval_table import aa_text, clean_text, pgd_text
 
 

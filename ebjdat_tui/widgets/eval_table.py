@@ -8,7 +8,8 @@ from typing import Any, Iterable
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot, as_float, fmt, fmt_budget
+from ..fmt import as_float, fmt, fmt_budget
+from ..reducer import RunSnapshot
 
 
 def _latest(evals: Iterable[dict[str, Any]], key: str) -> dict[str, Any] | None:

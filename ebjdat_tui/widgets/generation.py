@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from rich.text import Text
 
-from ..runs import as_float, fmt
+from ..fmt import as_float, fmt
 from .sparkline import scaled_sparkline
 
 

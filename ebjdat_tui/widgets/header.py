@@ -8,7 +8,8 @@ import time
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot, as_float, fmt_age, fmt_duration
+from ..fmt import as_float, fmt_age, fmt_duration
+from ..reducer import RunSnapshot
 
 STATUS_STYLE = {
     "running": "bold black on green", "running?": "bold black on green", "starting": "bold black on yellow",
@@ -75,6 +76,8 @@ class RunHeader(Widget):
         if s is None or (s.start is None and s.metrics is None):
             if self.status == "invalid":
                 hint = "no job was started"
+            elif s is not None and s.status in ("failed", "missing"):
+                hint = "nothing to watch: the reason is below"  # the notice says it, once
             else:
                 hint = s.detail.splitlines()[0] if s and s.detail else "waiting for the job's first event"
             line.append(f" {hint}", style="dim")

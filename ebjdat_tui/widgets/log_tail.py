@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 
 
 def line_style(line: str) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot, as_float, fmt
+from ..fmt import as_float, fmt
+from ..reducer import RunSnapshot
 from .sparkline import sparkline
 
 PALETTE = ("#e0e0e0", "#5fafff", "#ffaf5f", "#87d787", "#d787d7", "#ff8787", "#5fd7d7", "#d7d75f")

@@ -9,7 +9,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from ..runs import RunSnapshot
+from ..reducer import RunSnapshot
 
 
 def fit_size(w: int, h: int, max_w: int, max_h: int) -> tuple[int, int]:
