@@ -170,3 +170,28 @@ def test_tensorboard_missing_is_a_recipe_error_before_any_run_directory(tmp_path
     with pytest.raises(RecipeError, match=r"runtime\.tensorboard: TensorBoard is not installed"):
         run(resolve(recipe_path, ["runtime.tensorboard=true"]), str(recipe_path))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resume_hides_what_the_killed_job_mirrored_after_its_checkpoint(mirrored, tmp_path):
+    import json
+    import shutil
+
+    from ebjdat_engine.train.session import resolve_for_resume
+
+    run_dir = tmp_path / "killed"
+    shutil.copytree(mirrored, run_dir)
+    # the killed job had gone on past its step-20 checkpoint: step 25 in the log and in TensorBoard
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"type": "metrics", "time": 1.0, "step": 25, "epoch": 1.0, "loss": 999.0}) + "\n")
+    writer = tb.summary_writer(run_dir / "tensorboard")
+    writer.add_scalar("train/loss", 999.0, 25)
+    writer.close()
+    result = run(resolve_for_resume(run_dir, None, ["train.max_steps=30"]), None, resume=run_dir)
+    assert result.status == "finished"
+    out = tmp_path / "export"
+    tb.export_run(run_dir, out)
+    for log_dir in (run_dir / "tensorboard", out):
+        loss = _read(log_dir).Scalars("train/loss")
+        steps = [s.step for s in loss]
+        assert steps == sorted(set(steps)) and 25 in steps and 30 in steps, (log_dir, steps)
+        assert 999.0 not in [s.value for s in loss], log_dir
