@@ -124,7 +124,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     except RecipeError as e:
         _fail_recipe(e.errors, str(recipe) if recipe else str(resume / "recipe.toml"))
     except RunDirError as e:
-        _err(str(e))
+        _err(f"ebjdat run: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
 
     progress = make_progress(True if plain else None)
@@ -206,28 +206,29 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     from ebjdat_engine.recipe.fields import CheckError, parse_budget
 
     if norm not in ("linf", "l2"):
-        _err(f"--norm {norm}: use 'linf' or 'l2'")
+        _err(f"ebjdat eval: --norm {norm}: use 'linf' or 'l2'")
         raise typer.Exit(EXIT_BAD_INPUT)
     if samples not in ("auto", "buffer", "fresh"):
-        _err(f"--samples {samples}: use 'auto', 'buffer' or 'fresh'")
+        _err(f"ebjdat eval: --samples {samples}: use 'auto', 'buffer' or 'fresh'")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
         budget = float(parse_budget(eps))
     except CheckError as e:
-        _err(f"--eps {eps}: {e}")
+        _err(f"ebjdat eval: --eps {eps}: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
     if norm == "linf" and not 0 < budget <= 1:
-        _err(f"--eps {eps}: an l-inf budget in pixel units of [0, 1] images lies in (0, 1] (8/255 is the "
+        _err(f"ebjdat eval: --eps {eps}: an l-inf budget in pixel units of [0, 1] images lies in (0, 1] (8/255 is the "
              f"standard one)")
         raise typer.Exit(EXIT_BAD_INPUT)
     if norm == "l2" and budget <= 0:
-        _err(f"--eps {eps}: give a positive l2 budget (0.5 is DAT's)")
+        _err(f"ebjdat eval: --eps {eps}: give a positive l2 budget (0.5 is DAT's)")
         raise typer.Exit(EXIT_BAD_INPUT)
     if n < 0 or n_samples < 0:
-        _err(f"--n {n} / --n-samples {n_samples}: give 0 (all / the default) or a positive number")
+        bad = f"--n {n}" if n < 0 else f"--n-samples {n_samples}"
+        _err(f"ebjdat eval: {bad}: give 0 (all / the default) or a positive number")
         raise typer.Exit(EXIT_BAD_INPUT)
     if pgd_steps < 1:
-        _err(f"--pgd-steps {pgd_steps}: give at least 1")
+        _err(f"ebjdat eval: --pgd-steps {pgd_steps}: give at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
     log = (lambda text: typer.echo(f"eval: {text}", err=True))
     try:
@@ -305,13 +306,13 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
     from ebjdat_engine.rundir.events import EventWriter
 
     if source not in ("fresh", "buffer"):
-        _err(f"--source {source}: use 'fresh' or 'buffer'")
+        _err(f"ebjdat sample: --source {source}: use 'fresh' or 'buffer'")
         raise typer.Exit(EXIT_BAD_INPUT)
     if not 1 <= n <= MAX_SAMPLES:
-        _err(f"--n {n}: give a number of samples from 1 to {MAX_SAMPLES}")
+        _err(f"ebjdat sample: --n {n}: give a number of samples from 1 to {MAX_SAMPLES}")
         raise typer.Exit(EXIT_BAD_INPUT)
     if steps is not None and steps < 0:
-        _err(f"--steps {steps}: give 0 or more chain steps")
+        _err(f"ebjdat sample: --steps {steps}: give 0 or more chain steps")
         raise typer.Exit(EXIT_BAD_INPUT)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
@@ -355,7 +356,7 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
 
     resolved = _resolved(recipe, set_)
     if steps < 1:
-        _err("--steps must be >= 1")
+        _err("ebjdat bench: --steps must be >= 1")
         raise typer.Exit(EXIT_BAD_INPUT)
     import torch
 
@@ -440,7 +441,7 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: [study]
     from .study_progress import make_study_progress
 
     if jobs is not None and jobs < 1:
-        _err(f"--jobs {jobs}: give at least 1")
+        _err(f"ebjdat study: --jobs {jobs}: give at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
         loaded = load_study(study_file, jobs)

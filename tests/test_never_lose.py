@@ -75,14 +75,23 @@ def test_batches_larger_than_the_data_fail_before_a_run_directory_exists(tiny_re
 def test_a_stale_stop_request_does_not_stop_the_resumed_run(tiny_recipe):
     first = _short_run(tiny_recipe, "stale")
     stop = first.run_dir / "control" / "stop"
-    stop.write_text("left by a dead job\n")
-    old = time.time() - 60
-    os.utime(stop, (old, old))
+    stop.write_text("left by a dead job\n")  # written the instant before the resume starts
     res = ebjdat("run", "--resume", str(first.run_dir), "--set", "train.max_steps=8")
     assert res.returncode == 0, res.stderr
     end = read_events(first.run_dir)[-1]
     assert end["status"] == "finished" and end["step"] == 8
     assert not stop.exists() and list((first.run_dir / "control" / "handled").glob("stop-stale-*"))
+
+
+def test_the_process_start_time_is_exact_to_a_tick(tmp_path):
+    stamp = tmp_path / "stamp"
+    for _ in range(5):  # a file written just before a process starts is older than its start
+        stamp.write_text("x")
+        out = subprocess.run([sys.executable, "-c", "from ebjdat_engine.rundir.control import process_start_time; "
+                              "import time; print(process_start_time(), time.time())"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        started, now = float(out[0]), float(out[1])
+        assert stamp.stat().st_mtime < started <= now
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", "..", "x" * 300])
@@ -133,12 +142,13 @@ def test_broken_checkpoints_are_clear_errors_and_resume_leaves_the_run_untouched
                 ("sample", str(first.run_dir), "--ckpt", "last", "--n", "4")):
         res = ebjdat(*cmd)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (cmd, res.stderr)
-        assert "not a readable ebjdat checkpoint" in res.stderr
+        assert "not a readable ebjdat checkpoint: a torch archive that cannot be read, truncated" in res.stderr
     assert (first.run_dir / "recipe.toml").read_bytes() == recipe_before
     assert (first.run_dir / "meta.json").read_bytes() == meta_before
     assert not list(first.run_dir.glob("recipe.before-resume-*"))
-    res = ebjdat("eval", str(tiny_recipe))  # a recipe is not a checkpoint
+    res = ebjdat("eval", str(tiny_recipe))  # a recipe is not a checkpoint, and is told so
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "it is a text file (a recipe?); give a run directory" in res.stderr and "weights_only" not in res.stderr
 
 
 def test_recipes_that_are_not_utf8_and_runs_without_a_readable_recipe(tiny_recipe, tmp_path):

@@ -12,6 +12,7 @@ import errno
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,25 @@ class CheckpointError(RunDirError):
     """A checkpoint file that cannot be used: truncated, not a checkpoint, or missing parts."""
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """What a file torch cannot load is, in words (torch's own text is long and about pickles)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        head = b""
+    if path.suffix.lower() in (".toml", ".json", ".txt", ".md", ".yaml", ".yml") or (
+            head and all(32 <= b < 127 or b in (9, 10, 13) for b in head.lstrip(b"\xef\xbb\xbf"))):
+        return ("it is a text file (a recipe?); give a run directory (runs/<name>) or a checkpoint "
+                "file (checkpoints/*.pt)")
+    if head.startswith(b"PK"):
+        return ("a torch archive that cannot be read, truncated (a save killed midway?) or damaged; "
+                "use another checkpoint of the run (checkpoints/)")
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle: of objects torch won't load safely
+        return "a pickle of Python objects, not the tensors and plain containers ebjdat writes"
+    return f"not a torch file (random bytes or another format; torch: {type(exc).__name__})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a checkpoint written by `save_atomic` (weights_only: plain tensors and containers).
@@ -112,15 +132,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     raises CheckpointError naming the file, never a torch or pickle traceback."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # its pickle-protocol note on a file that is not ours
+            warnings.filterwarnings("ignore", module=r"torch\._weights_only_unpickler")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
     except Exception as exc:  # PytorchStreamReader (truncated), UnpicklingError (not a checkpoint), ...
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable ebjdat checkpoint ({reason}); it may be "
-                              f"truncated or another kind of file") from None
+        raise CheckpointError(f"{path}: not a readable ebjdat checkpoint: {_why_unreadable(path, exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not an ebjdat checkpoint (a {type(state).__name__}, not a dict)")
     missing = [k for k in required if k not in state]

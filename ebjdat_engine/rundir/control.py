@@ -107,14 +107,18 @@ def set_aside_stale(control_dir: Path, before: float) -> list[str]:
 
 
 def process_start_time() -> float:
-    """Unix time at which this process started (Linux: /proc; elsewhere: now)."""
+    """Unix time at which this process started, to one clock tick (Linux: /proc; elsewhere: now).
+
+    /proc gives the start in ticks since boot; the boot clock (not /proc/stat's whole-second
+    btime) turns it into unix time. Rounded up by one tick: a request written in the instant
+    before this process existed is an earlier job's, never this one's."""
     import os
 
     try:
         with open("/proc/self/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        hz = os.sysconf("SC_CLK_TCK")
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / hz
+        return time.time() - age + 1.0 / hz
+    except (OSError, ValueError, IndexError, AttributeError):
         return time.time()
