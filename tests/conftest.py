@@ -58,12 +58,17 @@ threads = 1
 """
 
 
+def write_tiny_recipe(folder: Path) -> Path:
+    """folder/tiny.toml: the tiny digits recipe, writing its runs under folder/runs."""
+    path = folder / "tiny.toml"
+    path.write_text(TINY_RECIPE.format(out_dir=(folder / "runs").as_posix()))
+    return path
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     """A recipe file for a few-second digits run writing under tmp_path/runs."""
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_RECIPE.format(out_dir=(tmp_path / "runs").as_posix()))
-    return path
+    return write_tiny_recipe(tmp_path)
 
 
 def ebjdat(*args: str, cwd: Path | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RECIPE, ebjdat
+from conftest import ebjdat, write_tiny_recipe
 from ebjdat_engine import load_classifier
 from ebjdat_engine.eval.evaluate import evaluate
 from ebjdat_engine.eval.robustness import accuracy, autoattack_examples, pgd_examples
@@ -23,8 +23,7 @@ torch.set_num_threads(1)
 def trained(tmp_path_factory) -> Path:
     """A digits run with a replay buffer (JEM), trained a few epochs (~80 % clean)."""
     tmp = tmp_path_factory.mktemp("evalrun")
-    recipe_path = tmp / "tiny.toml"
-    recipe_path.write_text(TINY_RECIPE.format(out_dir=(tmp / "runs").as_posix()))
+    recipe_path = write_tiny_recipe(tmp)
     recipe = resolve(recipe_path, ["method.name=jem", "method.l2_energy=0.1", "train.epochs=4",
                                    "model.width=2", "sampler.n_steps=5", "sampler.buffer_size=256",
                                    "train.px_batch_size=32", "monitor.every=0"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_tui_helpers import append, copy_run, run_app, screen_text, wait_for
 
-from conftest import TINY_RECIPE, ebjdat
+from conftest import ebjdat, write_tiny_recipe
 from ebjdat_engine.data import load_dataset
 from ebjdat_engine.eval import fid as fid_module
 from ebjdat_engine.eval.evaluate import evaluate
@@ -37,8 +37,7 @@ def digits():
 def jem_run(tmp_path_factory) -> Path:
     """A digits JEM run (uniform init, replay buffer), one short epoch."""
     tmp = tmp_path_factory.mktemp("baselines")
-    recipe_path = tmp / "tiny.toml"
-    recipe_path.write_text(TINY_RECIPE.format(out_dir=(tmp / "runs").as_posix()))
+    recipe_path = write_tiny_recipe(tmp)
     recipe = resolve(recipe_path, ["method.name=jem", "method.l2_energy=0.1", "train.epochs=1",
                                    "sampler.n_steps=5", "sampler.buffer_size=512",
                                    "train.px_batch_size=32", "monitor.every=0"])

@@ -14,7 +14,7 @@ pytest.importorskip("tensorboard", reason="TensorBoard is not installed (pip ins
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import TINY_RECIPE, ebjdat  # noqa: E402
+from conftest import ebjdat, write_tiny_recipe  # noqa: E402
 from ebjdat_engine.eval.evaluate import evaluate  # noqa: E402
 from ebjdat_engine.export import tensorboard as tb  # noqa: E402
 from ebjdat_engine.recipe import RecipeError, resolve  # noqa: E402
@@ -39,8 +39,7 @@ def _texts(acc: EventAccumulator, tag: str) -> list[str]:
 def mirrored(tmp_path_factory) -> Path:
     """A short JEM digits run with runtime.tensorboard = true, then an `ebjdat eval` of it."""
     tmp = tmp_path_factory.mktemp("tbrun")
-    recipe_path = tmp / "tiny.toml"
-    recipe_path.write_text(TINY_RECIPE.format(out_dir=(tmp / "runs").as_posix()))
+    recipe_path = write_tiny_recipe(tmp)
     recipe = resolve(recipe_path, ["method.name=jem", "train.max_steps=20", "sampler.n_steps=3",
                                    "sampler.buffer_size=128", "train.px_batch_size=32", "monitor.every=10",
                                    "monitor.samples_every=10", "monitor.gen_every=20", "runtime.tensorboard=true"])
@@ -164,8 +163,7 @@ def test_live_mirror_never_blocks_the_job(tmp_path, monkeypatch):
 
 
 def test_tensorboard_missing_is_a_recipe_error_before_any_run_directory(tmp_path, monkeypatch):
-    recipe_path = tmp_path / "tiny.toml"
-    recipe_path.write_text(TINY_RECIPE.format(out_dir=(tmp_path / "runs").as_posix()))
+    recipe_path = write_tiny_recipe(tmp_path)
     monkeypatch.setattr(tb, "missing_reason", lambda: "TensorBoard is not installed (test)")
     with pytest.raises(RecipeError, match=r"runtime\.tensorboard: TensorBoard is not installed"):
         run(resolve(recipe_path, ["runtime.tensorboard=true"]), str(recipe_path))
