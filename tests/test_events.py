@@ -52,3 +52,19 @@ def test_tail_returns_each_complete_event_once(tmp_path):
     with open(path, "a") as f:
         f.write('ep":1}\n')
     assert [e["type"] for e in tail.poll()] == ["b"]
+
+
+def test_two_appenders_never_interleave_inside_a_line(tmp_path):
+    """The job and an `ebjdat eval` of it append to the same log: whole lines, one write each."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from ebjdat_engine.rundir.events import EventWriter; "
+            "w = EventWriter(Path(sys.argv[1])); "
+            "[w.emit('bulk', i, 0.0, writer=sys.argv[2], pad='x' * 50_000) for i in range(100)]; w.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name]) for name in ("job", "eval")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line parses: none was torn by the other
+    assert sorted((e["writer"], e["step"]) for e in events) == sorted(
+        (name, i) for name in ("job", "eval") for i in range(100))

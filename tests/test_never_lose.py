@@ -366,3 +366,10 @@ def test_a_second_ctrl_c_interrupts_a_step_but_not_a_stop(tiny_recipe, monkeypat
     run_dir = tiny_recipe.parent / "runs" / "interrupted"
     ends = [e for e in read_events(run_dir) if e["type"] == "end"]
     assert len(ends) == 1 and ends[0]["status"] == "stopped" and ends[0]["checkpoint_step"] == 0
+
+
+def test_resume_of_a_missing_directory_says_so(tmp_path):
+    with pytest.raises(RunDirError, match="no such directory"):
+        resolve_for_resume(tmp_path / "nope", None, [])
+    with pytest.raises(RunDirError, match=r"not a run directory \(no recipe.toml\)"):
+        resolve_for_resume(tmp_path, None, [])

@@ -29,17 +29,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _append(fd: int, data: bytes) -> None:
+    """One line, in one write(2) on an O_APPEND descriptor: another appender (an `ebjdat eval`
+    of the running job) lands before or after it, never inside it."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
 class EventWriter:
-    """Appends events to `run_dir/events.jsonl` and hands each to the listeners (e.g. progress)."""
+    """Appends events to `run_dir/events.jsonl` and hands each to the listeners (e.g. progress).
+
+    Unbuffered: each event is one write(2) of a whole line with O_APPEND, so the job and an
+    `ebjdat eval` appending its result to the same log never interleave inside a line."""
 
     def __init__(self, run_dir: Path, listeners: list[Listener] | None = None, enabled: bool = True):
         self.path = Path(run_dir) / EVENTS_FILE
         self.listeners = list(listeners or [])
         self.enabled = enabled
-        self._file = open(self.path, "a", encoding="utf-8") if enabled else None
-        if self._file is not None and self._torn():
-            self._file.write("\n")  # a torn last line (a killed writer) must not swallow ours
-            self._file.flush()
+        self._fd: int | None = (os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                                if enabled else None)
+        if self._fd is not None and self._torn():
+            _append(self._fd, b"\n")  # a torn last line (a killed writer) must not swallow ours
         self.ended = False  # an `end` event was written (a crash after it is not a second end)
 
     def _torn(self) -> bool:
@@ -57,9 +68,8 @@ class EventWriter:
     def emit(self, type: str, step: int, epoch: float, **fields: Any) -> dict[str, Any]:
         event = {"type": type, "time": round(time.time(), 3), "step": step, "epoch": epoch, **fields}
         event = _jsonable(event)
-        if self._file is not None:
-            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
-            self._file.flush()
+        if self._fd is not None:
+            _append(self._fd, (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8"))
         if type == "end":
             self.ended = True
         for listener in list(self.listeners):
@@ -70,11 +80,12 @@ class EventWriter:
         return event
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def parse_lines(text: str) -> Iterator[dict[str, Any]]:

@@ -137,6 +137,8 @@ def _saved_recipe(run_dir: Path) -> Recipe:
 def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[str]) -> Recipe:
     """The recipe a resumed run continues with: the run's own recipe.toml (or RECIPE when
     given) plus --set; sections that shape the checkpoint must be unchanged."""
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"--resume {run_dir}: no such directory (`ebjdat ls` lists the runs)")
     if not is_run_dir(run_dir):
         raise RunDirError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE})")
     if not (run_dir / CHECKPOINT_DIR / "last.pt").exists():
