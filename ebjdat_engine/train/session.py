@@ -241,7 +241,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
 
     check_batches(recipe, len(splits.train), method.needs_px,
                   len(seed_images) if seed_images is not None else None)
-    if recipe.runtime.tensorboard and info.is_main:
+    if recipe.runtime.tensorboard:  # on every rank: one rank failing alone would leave the rest waiting
         from ..export.tensorboard import missing_reason
 
         if (reason := missing_reason()) is not None:
