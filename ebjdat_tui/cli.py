@@ -423,7 +423,7 @@ def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate a
 
 
 @app.command()
-def study(study_file: Path = typer.Argument(..., help="Study file (TOML: [study], [protocol], [[arm]])."),
+def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[study], \\[protocol], \\[\\[arm]])."),
           jobs: Optional[int] = typer.Option(None, "--jobs", help="Runs trained and evaluated at once (default: the study's jobs)."),
           plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
           check: bool = typer.Option(False, "--check", help="Validate the study (every arm x seed) and print its plan; run nothing.")) -> None:
@@ -525,8 +525,9 @@ def export(runs: List[Path] = typer.Argument(..., help="Run directories (several
     """Export runs to TensorBoard: metrics as scalars, energy histograms as histograms, sample grids as
     images, evaluations as scalars with their protocol as text.
 
-    Reads the run directory only (a live run can be exported while it trains); needs pip install
-    'ebjdat[tb]'. runtime.tensorboard = true mirrors the same live into RUN/tensorboard."""
+    Reads the run directory only (a live run can be exported while it trains); needs the tb
+    extra (pip install tensorboard). runtime.tensorboard = true mirrors the same live into
+    RUN/tensorboard."""
     from ebjdat_engine.export.tensorboard import TensorBoardMissing, export_run, missing_reason
     from ebjdat_engine.rundir.layout import is_run_dir
 
@@ -607,7 +608,7 @@ app.add_typer(data_app, name="data")
 
 
 @data_app.command("prepare")
-def data_prepare(recipe: Path = typer.Argument(..., help="Recipe whose [data] names an image folder."),
+def data_prepare(recipe: Path = typer.Argument(..., help="Recipe whose \\[data] names an image folder."),
                  set_: List[str] = typer.Option([], "--set", help=SET_HELP),
                  workers: int = typer.Option(0, "--workers", help="Decoding processes (0: min(8, CPUs))."),
                  force: bool = typer.Option(False, "--force", help="Rebuild the cache even when it is up to date.")) -> None:
