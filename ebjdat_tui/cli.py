@@ -333,15 +333,27 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
         raise typer.Exit(EXIT_BAD_INPUT)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = run.run_dir if run.run_dir is not None else Path(".")
-    path = save_grid(x, out or base / "samples" / f"{stamp}.png")
+    target = out or base / "samples" / f"{stamp}.png"
+    try:
+        path = save_grid(x, target)
+    except (OSError, ValueError) as e:  # an unwritable place, a directory, an unknown image suffix
+        _err(f"ebjdat sample: could not write {target} ({getattr(e, 'strerror', None) or e}); "
+             f"pass --out FILE.png somewhere writable")
+        raise typer.Exit(EXIT_BAD_INPUT)
     if run.run_dir is not None:
-        events = EventWriter(run.run_dir)
         try:
             rel = str(path.resolve().relative_to(run.run_dir.resolve()))
         except ValueError:
             rel = str(path.resolve())  # written outside the run (--out): absolute
-        events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=rel, weights=run.weights, **info)
-        events.close()
+        try:
+            events = EventWriter(run.run_dir)
+            try:
+                events.emit("sample", run.step, float(run.checkpoint.get("epoch", 0.0)), path=rel,
+                            weights=run.weights, **info)
+            finally:
+                events.close()
+        except OSError as e:  # a read-only run with --out elsewhere: the grid is written
+            _err(f"ebjdat sample: note: no sample event in {run.run_dir} ({e.strerror or e})")
     typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples, {run.weights} weights)")
 
 

@@ -275,6 +275,9 @@ def test_evaluation_results_survive_unwritable_places(tiny_recipe, tmp_path):
     res = ebjdat("eval", str(first.run_dir), "--ckpt", "last", "--n", "20", "--attacks", "apgd-ce", "--robust-only",
                  "--out", str(out))
     assert res.returncode == 0 and len(list(out.glob("*.json"))) == 1, res.stderr
+    # a sample grid that cannot be written is a message, not a traceback
+    res = ebjdat("sample", str(first.run_dir), "--ckpt", "last", "--n", "4", "--out", "/proc/ebjdat-x.png")
+    assert res.returncode == 2 and "could not write /proc/ebjdat-x.png" in res.stderr, res.stderr
     from ebjdat_engine.eval.fd_ref import reference_classifier
 
     model = reference_classifier(resolve(tiny_recipe).data, "cpu", "/proc/ebjdat-no-cache")  # a cache it cannot write
