@@ -305,3 +305,11 @@ def test_readme_tables_extracts_each_table_with_its_caption():
         (root / "README.md").write_text("x\n<!-- study-results: r.md -->\nstale\n<!-- /study-results -->\ny\n")
         assert refresh(root / "README.md") == ("x\n<!-- study-results: r.md -->\n" + tables(md) +
                                                "<!-- /study-results -->\ny\n")
+
+
+def test_a_study_directory_that_cannot_be_written_is_a_clear_error():
+    from ebjdat_engine.study import StudyError, _StudyLock
+
+    with pytest.raises(StudyError, match="cannot write the study's directory"):
+        with _StudyLock(Path("/proc/ebjdat-no-study")):
+            pass

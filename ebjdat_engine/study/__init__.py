@@ -42,8 +42,14 @@ class _StudyLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "_StudyLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            from .runner import StudyError
+
+            raise StudyError(f"{self.path.parent}: cannot write the study's directory ({e.strerror or e}); "
+                             f"copy the study file somewhere writable and run it there") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
