@@ -56,6 +56,9 @@ def test_prepare_writes_shards_an_index_and_the_decoded_pixels(image_root, tmp_p
     assert np.array_equal(images.gather(idx), images.numpy()[idx])
     # up to date: not rebuilt
     assert folder.prepare(str(image_root), None, 32, str(tmp_path), progress=False)[2] is False
+    # a cache place that cannot be written: the setting to change, not an OSError
+    with pytest.raises(DataError, match="cannot write the cache at /proc/ebjdat-cache .*set data.cache"):
+        folder.prepare(str(image_root), None, 32, "/proc/ebjdat-cache", workers=1, progress=False)
 
 
 def test_a_changed_folder_is_refused_until_prepared_again(tmp_path):

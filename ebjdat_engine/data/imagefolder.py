@@ -268,6 +268,17 @@ def build_cache(listing: Listing, target: Path, resolution: int, channels: int, 
         say(f"cache up to date: {target} ({listing.describe()})")
         return target, old, False
     say(f"preparing {listing.describe()} at {resolution}x{resolution} -> {target}")
+    try:
+        return _build(listing, target, resolution, channels, workers, progress, say)
+    except OSError as e:  # an unwritable or full cache place (never a traceback after the decode)
+        shutil.rmtree(target.parent / f"{target.name}.partial-{os.getpid()}", ignore_errors=True)
+        raise DataError(f"cannot write the cache at {target.parent} ({e.strerror or e}); set data.cache "
+                        f"(or EBJDAT_CACHE) to a writable directory with room for it") from None
+
+
+def _build(listing: Listing, target: Path, resolution: int, channels: int, workers: int,
+           progress: bool, say: Callable[[str], None]) -> tuple[Path, dict, bool]:
+    """build_cache's work: decode into `target`.partial-PID, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(target.name + ".partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
