@@ -45,6 +45,17 @@ def _print_errors(errors: list[str]) -> None:
         _err(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
 
 
+def _device(device: Optional[str], command: str):
+    """--device checked against this machine (None: CUDA when present), or a message and exit 2."""
+    from ebjdat_engine.train.runtime import RuntimeError_, pick_device
+
+    try:
+        return pick_device(device)
+    except RuntimeError_ as e:
+        _err(f"ebjdat {command}: {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def _resolved(recipe: Path, set_: List[str]):
     """The resolved recipe, or the recipe errors and exit 2."""
     from ebjdat_engine.recipe import RecipeError, resolve
@@ -230,11 +241,12 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     if pgd_steps < 1:
         _err(f"ebjdat eval: --pgd-steps {pgd_steps}: give at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
+    dev = _device(device, "eval")
     log = (lambda text: typer.echo(f"eval: {text}", err=True))
     try:
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
-                          inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=device,
+                          inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=dev,
                           seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log,
                           out_dir=out)
     except (LoadError, EvalError, ValueError) as e:
@@ -314,7 +326,7 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
     if steps is not None and steps < 0:
         _err(f"ebjdat sample: --steps {steps}: give 0 or more chain steps")
         raise typer.Exit(EXIT_BAD_INPUT)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(device, "sample")
     try:
         run = load_run(run_dir, ckpt, dev, weights)
         if run.recipe.runtime.threads:

@@ -376,3 +376,18 @@ def test_resume_of_a_missing_directory_says_so(tmp_path):
         resolve_for_resume(tmp_path / "nope", None, [])
     with pytest.raises(RunDirError, match=r"not a run directory \(no recipe.toml\)"):
         resolve_for_resume(tmp_path, None, [])
+
+
+def test_device_names_are_checked_against_this_machine():
+    import torch
+
+    from ebjdat_engine.train.runtime import RuntimeError_, pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(RuntimeError_, match="'banana' is not a device"):
+        pick_device("banana")
+    with pytest.raises(RuntimeError_, match="runs on 'cpu' or 'cuda'"):
+        pick_device("meta")
+    with pytest.raises(RuntimeError_, match="CUDA device"):  # none here, or not that many
+        pick_device("cuda:99")

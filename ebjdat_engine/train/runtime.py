@@ -16,12 +16,27 @@ class RuntimeError_(Exception):
 
 
 def resolve_device(cfg: RuntimeConfig) -> torch.device:
-    if cfg.device == "auto":
+    return pick_device(cfg.device, "runtime.device", 'use --set runtime.device="cpu" or "auto"')
+
+
+def pick_device(text: str | None, what: str = "--device", instead: str = "use --device cpu") -> torch.device:
+    """The device `text` names ('auto' or None: CUDA when present), checked against this
+    machine: a name torch does not know, or CUDA (device N) that is not here, raises
+    RuntimeError_ saying `what` to change."""
+    if text in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError_(f"runtime.device = {cfg.device!r}, but no CUDA device is available "
-                            "(use --set runtime.device=\"cpu\" or \"auto\")")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise RuntimeError_(f"{what} = {text!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError_(f"{what} = {text!r}, but no CUDA device is available ({instead})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError_(f"{what} = {text!r}, but this machine has {torch.cuda.device_count()} "
+                                f"CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise RuntimeError_(f"{what} = {text!r}: ebjdat runs on 'cpu' or 'cuda' devices")
     return device
 
 
