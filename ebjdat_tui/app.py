@@ -135,7 +135,10 @@ class EbjdatApp(App[ExitInfo]):
                 self.recipe_text = None
             return
         except OSError as e:
-            self.notice = (f"could not start the job: {e}", "")
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            self.notice = (f"could not start the job: {e.strerror or e}{where}",
+                           "The run directory is made under run.out_dir: choose a writable one "
+                           "(--set run.out_dir=DIR).\n\nq quits.")
             return
         self.run_dir = self.launched.run_dir
         self.recipe_text = to_toml(self.launched.recipe)

@@ -422,3 +422,20 @@ def test_snapshot_quit_dialog(live_run: Path):
         await pilot.press("l")
 
     run_app(create_app(attach=live_run, **FAST), script)
+
+
+def test_a_run_directory_that_cannot_be_made_is_a_notice_not_a_crash(tmp_path: Path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[run]\nout_dir = "/proc/ebjdat-zz"\n')
+
+    def launcher(*_args, **_kw):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/ebjdat-zz")
+
+    async def script(pilot):
+        await wait_for(pilot, shown(pilot, "could not start the job: No such file or directory (/proc/ebjdat-zz)",
+                                    "run.out_dir"))
+        assert "Stop" not in screen_text(pilot.app)
+        await pilot.press("q")
+
+    result = run_app(create_app(recipe=recipe, launcher=launcher, **FAST), script)
+    assert result.code == 2 and "run.out_dir" in result.message and "q quits" not in result.message
