@@ -1,5 +1,7 @@
 """Never lose a run (issue 12): one writer per run directory, a torn log line, a broken console,
-exit 2 before a run directory exists, stale control requests, run names that escape out_dir."""
+corrupt checkpoints, non-UTF-8 recipes, unwritable places, unbounded sizes, double Ctrl-C,
+signals while the job starts, exit 2 before a run directory exists, stale control requests,
+a full disk, unchecked CLI values, run names that escape out_dir, and the smaller cases."""
 
 from __future__ import annotations
 
