@@ -193,3 +193,15 @@ def test_a_resume_hides_what_the_killed_job_mirrored_after_its_checkpoint(mirror
         steps = [s.step for s in loss]
         assert steps == sorted(set(steps)) and 25 in steps and 30 in steps, (log_dir, steps)
         assert 999.0 not in [s.value for s in loss], log_dir
+
+
+def test_a_mirror_that_cannot_start_does_not_stop_training(tmp_path, monkeypatch, caplog):
+    recipe_path = write_tiny_recipe(tmp_path)
+
+    def unwritable(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tb, "summary_writer", unwritable)
+    result = run(resolve(recipe_path, ["runtime.tensorboard=true", "train.max_steps=2"]), str(recipe_path))
+    assert result.status == "finished"
+    assert "training goes on without the live mirror" in caplog.text

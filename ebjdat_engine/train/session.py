@@ -177,6 +177,23 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
             distributed.shutdown(info)
 
 
+def _live_mirror(path: Path, resumed_from: int | None):
+    """The TensorBoard mirror of runtime.tensorboard, or None when its folder cannot be made:
+    a copy of the record never stops training (`ebjdat export` can write it later)."""
+    import logging
+
+    from ..export.tensorboard import LiveMirror
+
+    try:  # a resumed job re-does the steps after its checkpoint: TensorBoard hides the old ones
+        return LiveMirror(path, path / TENSORBOARD_DIR,
+                          purge_step=None if resumed_from is None else resumed_from + 1)
+    except OSError as e:
+        logging.getLogger("ebjdat").warning(
+            "tensorboard: cannot write %s (%s); training goes on without the live mirror "
+            "(ebjdat export RUN --tensorboard DIR writes it later)", path / TENSORBOARD_DIR, e.strerror or e)
+        return None
+
+
 class Interrupted(Exception):
     """A second Ctrl-C interrupted training before the stop could checkpoint this step; the run
     ended 'stopped' and resumes from checkpoints/last.pt (`checkpoint_step`, None when none)."""
@@ -287,12 +304,9 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         resumed_from = (trainer.restore(path / CHECKPOINT_DIR / "last.pt", state=resumed_state)
                         if resume is not None else None)
         if recipe.runtime.tensorboard and info.is_main:
-            from ..export.tensorboard import LiveMirror
-
-            # a resumed job re-does the steps after its checkpoint: TensorBoard hides the old ones
-            tensorboard = LiveMirror(path, path / TENSORBOARD_DIR,
-                                     purge_step=None if resumed_from is None else resumed_from + 1)
-            events.listeners.append(tensorboard)
+            tensorboard = _live_mirror(path, resumed_from)
+            if tensorboard is not None:
+                events.listeners.append(tensorboard)
     except BaseException:
         if lock is not None:
             lock.release()
