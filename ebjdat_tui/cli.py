@@ -471,8 +471,7 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
         loaded = load_study(study_file, jobs)
     except RecipeError as e:
         _err(f"{study_file}: {len(e.errors)} error{'s' if len(e.errors) != 1 else ''} in study:")
-        for line in e.errors:
-            _err(f"  {line}")
+        _print_errors(e.errors)
         raise typer.Exit(EXIT_BAD_INPUT)
     if check:
         typer.echo(f"{study_file}: ok; {len(loaded.arms)} arms x {len(loaded.seeds)} seeds -> {loaded.out_dir}")

@@ -278,7 +278,10 @@ def append_eval_event(run, result: dict[str, Any], listeners: "list[Listener] | 
     also to `listeners` (the training job's, for a final evaluation)."""
     own = []  # listeners opened here for this one event (closed below), not the caller's
     if listeners is None and run.recipe.runtime.tensorboard:  # the run mirrors into RUN/tensorboard
-        listeners = own = _tensorboard_listeners(run.run_dir)
+        from ..export.tensorboard import mirror_into_run
+
+        mirror = mirror_into_run(run.run_dir)
+        listeners = own = [mirror] if mirror is not None else []
     events = EventWriter(run.run_dir, listeners)
     try:
         gen = result.get("generation", {})
@@ -304,20 +307,6 @@ def append_eval_event(run, result: dict[str, Any], listeners: "list[Listener] | 
         events.close()
         for listener in own:
             listener.close()
-
-
-def _tensorboard_listeners(run_dir: Path) -> list[Listener]:
-    """A LiveMirror into the run's tensorboard/ for this one event (none when TensorBoard is
-    missing here: the event log has the result, `ebjdat export` can mirror it later)."""
-    from ..export.tensorboard import LiveMirror, missing_reason
-    from ..rundir.layout import TENSORBOARD_DIR
-
-    if missing_reason() is not None:
-        return []
-    try:
-        return [LiveMirror(run_dir, Path(run_dir) / TENSORBOARD_DIR)]
-    except OSError:
-        return []
 
 
 __all__ = ["EvalError", "evaluate"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..rundir.events import read_events
+from ..rundir.layout import RECIPE_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger("ebjdat")
 
@@ -100,8 +101,8 @@ def _histogram_parts(counts: list[int], lo: float, hi: float) -> dict[str, Any] 
     start, end = int(nonzero[0]), int(nonzero[-1]) + 1
     if start > 0:
         bucket, limits = counts_a[start - 1:end], edges[start:end + 1]
-    else:
-        bucket, limits = np.concatenate([[0.0], counts_a[:end]]), np.concatenate([[edges[0]], edges[1:end + 1]])
+    else:  # the empty bin on the left has edges[0] for its right limit
+        bucket, limits = np.concatenate([[0.0], counts_a[:end]]), edges[:end + 1]
     return {"min": float(edges[start]), "max": float(edges[end]), "bucket_limits": limits.tolist(),
             "bucket_counts": bucket.tolist()}
 
@@ -172,7 +173,7 @@ class Mirror:
         heading = "resumed" if e.get("resumed_from") is not None else "started"
         self.text("run/start", f"**{heading}** at step {step}\n\n" + _code({k: e.get(k) for k in keep if k in e}), step, t)
         try:
-            recipe = (self.run_dir / "recipe.toml").read_text(encoding="utf-8", errors="replace")
+            recipe = (self.run_dir / RECIPE_FILE).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
         self.text("run/recipe", _code(recipe), step, t)
@@ -187,12 +188,13 @@ class Mirror:
             self._energy("energy_eval", e["eval_mode"], step, t)
 
     def _energy(self, prefix: str, block: dict[str, Any], step: int, t: float | None) -> None:
-        lo, hi = (block.get("range") or [-20.0, 10.0])[:2]
+        lo, hi = (_number(v) for v in ((block.get("range") or [None, None]) + [None, None])[:2])
         values: dict[str, float] = {}
         for pop, stats in (block.get("populations") or {}).items():
             if not isinstance(stats, dict):
                 continue
-            self.histogram(f"{prefix}/{pop}", stats, float(lo), float(hi), step, t)
+            if lo is not None and hi is not None and hi > lo:  # the event's fixed histogram range
+                self.histogram(f"{prefix}/{pop}", stats, lo, hi, step, t)
             values.update(_scalars(f"{prefix}/{pop}", {k: stats.get(k) for k in ("mean", "std")}))
             values.update(_scalars(f"{prefix}/{pop}", stats.get("quantiles") or {}))
         values.update(_scalars(f"{prefix}/gap", block.get("gaps") or {}))
@@ -343,5 +345,20 @@ class LiveMirror:
             log.warning("tensorboard: closing %s failed: %s", self.log_dir, e)
 
 
-__all__ = ["LiveMirror", "Mirror", "TensorBoardMissing", "effective_events", "export_run", "missing_reason",
+def mirror_into_run(run_dir: str | Path, purge_step: int | None = None) -> "LiveMirror | None":
+    """A LiveMirror into RUN/tensorboard (runtime.tensorboard), or None when TensorBoard is not
+    installed here or the folder cannot be written: a copy of the record never stops its writer,
+    and `ebjdat export` can write it later."""
+    if missing_reason() is not None:
+        return None
+    log_dir = Path(run_dir) / TENSORBOARD_DIR
+    try:
+        return LiveMirror(run_dir, log_dir, purge_step=purge_step)
+    except OSError as e:
+        log.warning("tensorboard: cannot write %s (%s); the run goes on without the live mirror "
+                    "(ebjdat export RUN --tensorboard DIR writes it later)", log_dir, e.strerror or e)
+        return None
+
+
+__all__ = ["LiveMirror", "Mirror", "TensorBoardMissing", "effective_events", "export_run", "mirror_into_run", "missing_reason",
            "summary_writer"]

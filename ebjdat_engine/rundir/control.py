@@ -66,13 +66,19 @@ def pending_requests(control_dir: Path) -> list[str]:
         return []
 
 
-def mark_handled(control_dir: Path, name: str, step: int) -> None:
+def _move_to_handled(control_dir: Path, name: str, label: str) -> bool:
+    """control/NAME -> control/handled/NAME-LABEL-<time>; False when it is gone already."""
     handled = control_dir / "handled"
     handled.mkdir(exist_ok=True)
     try:
-        (control_dir / name).rename(handled / f"{name}-step{step}-{int(time.time())}")
+        (control_dir / name).rename(handled / f"{name}-{label}-{int(time.time())}")
+        return True
     except FileNotFoundError:
-        pass
+        return False
+
+
+def mark_handled(control_dir: Path, name: str, step: int) -> None:
+    _move_to_handled(control_dir, name, f"step{step}")
 
 
 def request(run_dir: Path, name: str) -> Path:
@@ -96,13 +102,8 @@ def set_aside_stale(control_dir: Path, before: float) -> list[str]:
                 continue
         except FileNotFoundError:
             continue
-        handled = control_dir / "handled"
-        handled.mkdir(exist_ok=True)
-        try:
-            (control_dir / name).rename(handled / f"{name}-stale-{int(time.time())}")
+        if _move_to_handled(control_dir, name, "stale"):
             stale.append(name)
-        except FileNotFoundError:
-            pass
     return stale
 
 

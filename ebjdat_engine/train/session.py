@@ -22,6 +22,7 @@ from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
+from ..recipe.schema import BASES
 from ..rundir import control
 from . import distributed
 from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
@@ -29,7 +30,6 @@ from ..rundir.events import EventWriter, Listener, read_events
 from .loop import Trainer, planned_steps
 from ..rundir.layout import (
     RECIPE_FILE,
-    TENSORBOARD_DIR,
     RunDirError,
     RunLock,
     collect_meta,
@@ -60,8 +60,9 @@ class RunResult:
     exit_code: int
 
 
-#: methods that keep a replay buffer of sampler.buffer_size images
-BUFFER_METHODS = ("jem", "jempp", "sadajem", "ebjdat")
+#: methods that keep a replay buffer of sampler.buffer_size images: the generative bases and
+#: EB-JDAT, built on one of them
+BUFFER_METHODS = (*BASES, "ebjdat")
 
 
 def check_buffer(recipe: Recipe, image_shape: tuple[int, int, int], device: torch.device) -> None:
@@ -177,23 +178,6 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
             distributed.shutdown(info)
 
 
-def _live_mirror(path: Path, resumed_from: int | None):
-    """The TensorBoard mirror of runtime.tensorboard, or None when its folder cannot be made:
-    a copy of the record never stops training (`ebjdat export` can write it later)."""
-    import logging
-
-    from ..export.tensorboard import LiveMirror
-
-    try:  # a resumed job re-does the steps after its checkpoint: TensorBoard hides the old ones
-        return LiveMirror(path, path / TENSORBOARD_DIR,
-                          purge_step=None if resumed_from is None else resumed_from + 1)
-    except OSError as e:
-        logging.getLogger("ebjdat").warning(
-            "tensorboard: cannot write %s (%s); training goes on without the live mirror "
-            "(ebjdat export RUN --tensorboard DIR writes it later)", path / TENSORBOARD_DIR, e.strerror or e)
-        return None
-
-
 class Interrupted(Exception):
     """A second Ctrl-C interrupted training before the stop could checkpoint this step; the run
     ended 'stopped' and resumes from checkpoints/last.pt (`checkpoint_step`, None when none)."""
@@ -304,7 +288,10 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         resumed_from = (trainer.restore(path / CHECKPOINT_DIR / "last.pt", state=resumed_state)
                         if resume is not None else None)
         if recipe.runtime.tensorboard and info.is_main:
-            tensorboard = _live_mirror(path, resumed_from)
+            from ..export.tensorboard import mirror_into_run
+
+            # a resumed job re-does the steps after its checkpoint: TensorBoard hides the old ones
+            tensorboard = mirror_into_run(path, None if resumed_from is None else resumed_from + 1)
             if tensorboard is not None:
                 events.listeners.append(tensorboard)
     except BaseException:
