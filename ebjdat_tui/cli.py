@@ -206,7 +206,8 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
           weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
           out: Optional[Path] = typer.Option(None, "--out", help="Write the result files here instead of RUN/eval (e.g. a read-only run)."),
-          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws.")) -> None:
+          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws."),
+          chain_lengths: Optional[str] = typer.Option(None, "--chain-lengths", help="Comma list of chain lengths, e.g. 0,5,10,20,50,100: fd_ref of --n-samples fresh chains of each length from the init (0: the init draws), and whether the model generates or only refines its init (digits, Fashion-MNIST).")) -> None:
     """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
 
     Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""
@@ -241,6 +242,18 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     if pgd_steps < 1:
         _err(f"ebjdat eval: --pgd-steps {pgd_steps}: give at least 1")
         raise typer.Exit(EXIT_BAD_INPUT)
+    lengths: tuple[int, ...] = ()
+    if chain_lengths is not None:
+        try:
+            lengths = tuple(int(k) for k in chain_lengths.split(","))
+        except ValueError:
+            lengths = (-1,)
+        if not lengths or any(k < 0 for k in lengths):
+            _err(f"ebjdat eval: --chain-lengths {chain_lengths}: give a comma list of steps >= 0, e.g. 0,5,10,20,50,100")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        if robust_only:
+            _err("ebjdat eval: --chain-lengths measures generation; it cannot go with --robust-only")
+            raise typer.Exit(EXIT_BAD_INPUT)
     dev = _device(device, "eval")
     log = (lambda text: typer.echo(f"eval: {text}", err=True))
     try:
@@ -248,7 +261,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
                           fid={None: "auto", True: "on", False: "off"}[fid],
                           inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=dev,
                           seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log,
-                          out_dir=out)
+                          out_dir=out, chain_lengths=lengths)
     except (LoadError, EvalError, ValueError) as e:
         _err(f"ebjdat eval: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -286,6 +299,12 @@ def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
         typer.echo(f"  fd_ref      {fd['fd_ref']:.4f}   {_beside_text(fd, 'fd_ref', '.4f')}")
         typer.echo(f"              {gen['samples']['source']} vs {fd.get('reference_set', 'train split')}; "
                    f"{fd['feature_network']}")
+    chains = gen.get("chain_lengths")
+    if chains:
+        curve = "  ".join(f"{pt['steps']}: {pt['fd_ref']:.3f}" for pt in chains["points"])
+        typer.echo(f"  chains      fd_ref by steps  {curve}")
+        typer.echo(f"              {chains.get('verdict')}: {chains.get('why')} ({chains['sampler']}, from "
+                   f"{chains['n']} {chains['init']} draws)")
     fid_block = gen.get("fid", {})
     if fid_block.get("fid") is not None:
         typer.echo(f"  FID         {fid_block['fid']:.3f}   {_beside_text(fid_block, 'fid', '.3f')}")

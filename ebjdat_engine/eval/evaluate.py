@@ -23,7 +23,7 @@ from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
 from ..rundir.events import EventWriter, Listener
 from ..rundir import write_text_atomic
-from .generation import buffer_of, draw_buffer, fresh_chains, init_baseline
+from .generation import buffer_of, chain_length_curve, draw_buffer, fresh_chains, init_baseline
 from .grid import save_grid
 from .landscape import energies, energy_landscape, plot_histogram
 from .loading import load_run
@@ -55,13 +55,16 @@ def _beside(metric: dict[str, Any], keys: tuple[str, ...], floor: dict[str, Any]
 
 def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dict[str, Any],
                      device: torch.device, fid: str, inception_weights: str | None,
-                     log, seed: int = 0) -> dict[str, Any]:
+                     log, seed: int = 0, chain_lengths: tuple[int, ...] = ()) -> dict[str, Any]:
     """fd_ref (small datasets) and FID/KID/IS (torch-fidelity) of the generated samples, each
     beside its floor and its no-learning baseline (DESIGN.md §6), same metric, same reference set:
 
     * ``floor``: held-out real images (the test split's first ``min(n generated, n test)``);
     * ``init_baseline``: as many fresh draws as generated samples from the run's init
       distribution (`init_baseline`, seeded with `seed`); ``beats_init``: metric < baseline.
+
+    `chain_lengths` (small datasets): fd_ref of as many fresh chains of each length from the
+    init, under ``chain_lengths`` with a verdict (generator / short-run refiner / none).
     """
     from .fd_ref import fd_ref, reference_classifier, reference_features
     from .fid import generation_metrics, inception_weights as find_weights
@@ -109,6 +112,11 @@ def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dic
         _beside(metric, ("fd_ref",), floor, floor_info, init, init_info)
         metric["beats_init"] = bool(metric["fd_ref"] < init["fd_ref"])
         out["fd_ref"] = metric
+        if chain_lengths:
+            _say(log, f"fd_ref of fresh chains of {', '.join(map(str, chain_lengths))} steps")
+            out["chain_lengths"] = chain_length_curve(
+                run, list(chain_lengths), n_gen, device,
+                lambda x: fd_ref(x, real, clf, real_features=real_features)["fd_ref"], seed=seed, splits=splits)
     if not run_fid:
         out["fid"] = skipped
         return out
@@ -135,7 +143,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
              inception_weights: str | None = None, samples: str = "auto", n_samples: int = 0,
              device: str | torch.device | None = None, seed: int = 0, write: bool = True,
              out_dir: str | Path | None = None,
-             robust_only: bool = False, weights: str = "auto",
+             robust_only: bool = False, weights: str = "auto", chain_lengths: tuple[int, ...] = (),
              log: Callable[[str], None] | None = None,
              listeners: "list[Listener] | None" = None) -> dict[str, Any]:
     """Evaluate a run (or checkpoint) on the first `n` test images; returns the result dict.
@@ -145,10 +153,16 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     'ema' or 'raw'; the result's checkpoint block and protocol say which. The call's options are
     stored under ``options`` (the protocol `ebjdat study` and `ebjdat compare` match evaluations
     by) and the checkpoint's file identity (size, mtime) under ``checkpoint``, so a changed
-    checkpoint is noticed."""
+    checkpoint is noticed. `chain_lengths`: fd_ref of fresh chains of these lengths (small
+    datasets; `generation.chain_lengths`)."""
     options = {"ckpt": ckpt, "n": n, "attacks": attacks, "eps": eps, "norm": norm, "pgd_steps": pgd_steps,
                "fid": fid, "samples": samples, "n_samples": n_samples or DEFAULT_GENERATED, "seed": seed,
                "robust_only": robust_only, "weights": weights}
+    chain_lengths = tuple(sorted(set(int(k) for k in chain_lengths)))
+    if any(k < 0 for k in chain_lengths):
+        raise ValueError(f"chain lengths must be >= 0 steps, got {list(chain_lengths)}")
+    if chain_lengths and not robust_only:  # only when asked: earlier evaluations stay reusable
+        options["chain_lengths"] = list(chain_lengths)
     started = time.time()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     eps_value = float(parse_budget(eps))
@@ -201,7 +215,7 @@ def evaluate(path: str | Path, *, ckpt: str = "best", n: int = 1000, attacks: st
     landscape["values"] = {k: [round(float(v), 4) for v in e.tolist()] for k, e in pops.items()}
     result["energy"] = landscape
     result["generation"] = generation_block(run, splits, x_gen, gen_info, device, fid,
-                                            inception_weights, log, seed=seed)
+                                            inception_weights, log, seed=seed, chain_lengths=chain_lengths)
     return _finish(result, run, started, device, write, pops=pops, x_gen=x_gen, out_dir=out_dir,
                    listeners=listeners)
 

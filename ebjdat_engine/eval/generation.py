@@ -138,3 +138,54 @@ def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | N
                          f"clamp {s.grad_clamp})")
     return x.detach(), {"source": "fresh chains", "n": n, "init": init_distribution(run), "steps": steps,
                         "algorithm": algorithm, "class": klass, "bn_mode": "eval", "seed": seed}
+
+
+#: A chain whose fd_ref at the longest length is within this factor of its best length still
+#: "generates"; beyond it, longer chains make the samples worse: a short-run refiner.
+REFINER_MARGIN = 1.10
+
+
+def chain_verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a chain-length curve of fd_ref says about the model as a sampler.
+
+    `points`: ``[{"steps": L, "fd_ref": v}, ...]`` with L = 0 (the init draws themselves) among
+    them. 'none': no chain length beats its init; 'generator': some length beats the init and
+    the longest chain is within REFINER_MARGIN of the best length (samples hold or improve as
+    chains run on); 'short-run refiner': short chains beat the init but longer chains end worse
+    than the best by more than that margin (the model refines its init, it does not hold a
+    distribution its chains converge to)."""
+    by_steps = {int(p["steps"]): float(p["fd_ref"]) for p in points if p.get("fd_ref") is not None}
+    if 0 not in by_steps or len(by_steps) < 2:
+        return {"verdict": None, "why": "needs the 0-step point (the init) and at least one chain length"}
+    init = by_steps[0]
+    chains = {k: v for k, v in by_steps.items() if k > 0}
+    best_steps = min(chains, key=chains.get)
+    longest = max(chains)
+    best, last = chains[best_steps], chains[longest]
+    if best >= init:
+        verdict, why = "none", f"no chain length beats the init ({init:.3g})"
+    elif last <= REFINER_MARGIN * best:
+        verdict, why = "generator", (f"the longest chain ({longest} steps, {last:.3g}) is within "
+                                     f"{REFINER_MARGIN - 1:.0%} of the best ({best_steps} steps, {best:.3g}), "
+                                     f"init {init:.3g}")
+    else:
+        verdict, why = "short-run refiner", (f"best at {best_steps} steps ({best:.3g}, init {init:.3g}); "
+                                             f"{longest} steps end at {last:.3g}, "
+                                             f"{'worse than the init' if last >= init else 'drifting away'}")
+    return {"verdict": verdict, "why": why, "best_steps": best_steps, "margin": REFINER_MARGIN}
+
+
+def chain_length_curve(run: LoadedRun, lengths: list[int], n: int, device: torch.device,
+                       score: Any, *, seed: int = 0,
+                       splits: DataSplits | None = None) -> dict[str, Any]:
+    """`score(x)` (a generation metric of a batch of samples, e.g. fd_ref) of `n` fresh chains of
+    each length in `lengths`, every length started from the same init draws (`fresh_chains`
+    seeds them with `seed`); 0 steps is the init draws themselves. Does the model generate, or
+    only refine its init? :func:`chain_verdict` says."""
+    points, algorithm = [], None
+    for steps in sorted(set(int(k) for k in lengths)):
+        x, info = fresh_chains(run, n, device, steps=steps, seed=seed, splits=splits)
+        points.append({"steps": steps, "fd_ref": score(x)})
+        algorithm = info["algorithm"]
+    return {"points": points, "n": n, "seed": seed, "init": init_distribution(run),
+            "sampler": algorithm, "bn_mode": "eval", **chain_verdict(points)}

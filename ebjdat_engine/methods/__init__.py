@@ -18,7 +18,7 @@ from .standard import Standard
 def build_method(cfg: MethodConfig, sampler: SamplerConfig, adversary: AdversaryConfig,
                  ctx: MethodContext) -> Method:
     """The method named by `cfg.name`, built from the sections it needs."""
-    if cfg.profile == "reference" and cfg.name != "ebjdat":
+    if cfg.profile == "reference" and cfg.name != "ebjdat":  # the recipe layer refuses it first
         raise RecipeError([f"$.method.profile: 'reference' reproduces the released EB-JDAT code and "
                            f"exists only for method 'ebjdat', not {cfg.name!r}"])
     if cfg.name == "standard":

@@ -1,11 +1,24 @@
 """EB-JDAT: energy-based joint distribution adversarial training (ALGORITHMS.md §4, §11).
 
-Grafted on a JEM-family base (`method.base`), one iteration adds to the base's terms:
+Grafted on a JEM-family base (`method.base`), one iteration adds to the base's terms
+(f = logsumexp l, E = -f):
 
-    x̃   = EB-JDAT ascent from x within ε (the inner max; §4.2 (a))
-    h2  = -(mean f(x_p) - mean f(x̃))        weight w2: clean up, adversarial down (f = -E)
+    x̃   = EB-JDAT ascent from x within ε (the inner max; §4.2 (a)), ascending
+          `adversary.objective`: 'energy' E(x̃) (the paper's text), 'logit_cosine' l_y + D
+          (the released code), 'ce_cosine' CE + D, or 'ce' (Madry)
+    h2  = `method.h2`, weight w2:
+          'align'     mean_i [E(x̃_i) - E(x_i)]  = mean_i [f(x_i) - f(x̃_i)]: the paper's
+                      min_θ E[max_x̃ E(x̃) - E(x)], each x̃_i paired with the clean x_i it came
+                      from; its gradient LOWERS E(x̃) (and raises E(x)): x̃ pulled back to data
+          'negatives' -(mean f(x_p) - mean f(x̃)): the released code; x̃ joins the sampler's
+                      negatives against the unlabelled p(x) batch, so it RAISES E(x̃)
     h3  = CE(l(x̃), y)                        weight w3
     L   = w1·px + w_ce·CE(l(x), y) + w2·h2 + w3·h3
+
+Which of these is EB-JDAT: the paper's text says the inner max ascends the energy and h2 brings
+x̃ back to low energy; under the standard sign E = -f the released code does the opposite in
+both places (ALGORITHMS.md §4.3). `"auto"` (the default of both keys) gives the text under the
+`standard` profile and the released code under `reference`; every `start` event records which.
 
 The `standard` profile reads ε in pixel units and projects onto the ε-ball every step; the
 `reference` profile reproduces the released code: [-1, 1] units (8/255 is 4/255 in pixels), no
@@ -33,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig
+from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig, resolved_h2, resolved_objective
 from ..samplers import bn_mode, ebjdat_ascent, frozen_params
 from .base import Batch, MethodContext, StepOutput, clean_forward
 from .budgets import pixel_budget
@@ -55,9 +68,12 @@ class EBJDAT(JEMFamily):
         self.attack_steps = adversary.steps
         if cfg.profile == "reference" and cfg.base == "jempp":
             self.attack_steps = sampler.pyld_inner_steps  # one flag, --in_steps, set both
+        self.objective = resolved_objective(adversary.objective, cfg.profile)
+        self.h2_form = resolved_h2(cfg.h2, cfg.profile)
         self.weights.update({"h2": cfg.w2, "ce_adv": cfg.w3})
         self.labels = {"profile": cfg.profile, "base": cfg.base, "attack_steps": self.attack_steps,
-                       "objective": adversary.objective, **self.budget.describe()}
+                       "objective": self.objective, "h2": self.h2_form, "ascent_noise": adversary.noise,
+                       **self.budget.describe()}
 
     def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         x_q = self.sampler(model, batch.x_px.shape[0])
@@ -69,8 +85,9 @@ class EBJDAT(JEMFamily):
         with bn_mode(model, self.adversary.bn_mode), frozen_params(model):
             x_adv = ebjdat_ascent(model, batch.x, batch.y, eps=self.budget.eps,
                                   step_size=self.budget.step_size, steps=self.attack_steps,
-                                  objective=self.adversary.objective, project=self.budget.project,
-                                  random_start=self.adversary.random_start, autocast=self.ctx.autocast)
+                                  objective=self.objective, project=self.budget.project,
+                                  random_start=self.adversary.random_start, noise=self.adversary.noise,
+                                  autocast=self.ctx.autocast)
         return {"x_q": x_q, "x_adv": x_adv}
 
     def terms(self, model: nn.Module, batch: Batch, samples: dict[str, torch.Tensor],
@@ -79,7 +96,10 @@ class EBJDAT(JEMFamily):
         logits, ce, acc = clean_forward(model, batch)
         logits_adv = model(samples["x_adv"]).float()
         f_a = torch.logsumexp(logits_adv, dim=1)
-        h2 = -(fp - f_a.mean())                                                          # h2
+        if self.h2_form == "align":   # mean_i E(x̃_i) - E(x_i), paired with its clean image  # h2
+            h2 = (torch.logsumexp(logits.float(), dim=1) - f_a).mean()
+        else:                         # 'negatives': x̃ against the p(x) batch, as CD negatives
+            h2 = -(fp - f_a.mean())
         ce_adv = F.cross_entropy(logits_adv, batch.y)                                    # h3
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
         return StepOutput(

@@ -15,10 +15,13 @@ from .schema import (
     RuntimeConfig,
     SamplerConfig,
     TrainConfig,
+    resolved_h2,
+    resolved_objective,
 )
 
 __all__ = [
     "AdversaryConfig", "Budget", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig",
     "MonitorConfig", "OptimConfig", "Recipe", "RecipeError", "RunConfig", "RuntimeConfig",
     "SamplerConfig", "TrainConfig", "from_toml_text", "parse_budget", "resolve", "to_dict", "to_toml",
+    "resolved_h2", "resolved_objective",
 ]

@@ -17,7 +17,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn, override
 
 from .fields import Budget, CheckError, is_section, parse_budget, suggest
-from .schema import Recipe
+from .schema import REFERENCE_OBJECTIVES, Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -281,11 +281,36 @@ def _across_sections(recipe: Recipe) -> list[str]:
         if recipe.sampler.seed_folder:
             problems.append(f"$.sampler.seed_folder: only method 'dat' starts negatives from seed "
                             f"images (method.name is {method!r}); remove it")
+    problems += _reference_profile(recipe)
     if data.name != "imagefolder" and (data.classes or data.classes_file):
         problems.append(f"$.data.classes: class lists are for data.name = \"imagefolder\" "
                         f"(data.name is {data.name!r}); remove it")
     if data.classes and data.classes_file:
         problems.append("$.data.classes_file: give data.classes or data.classes_file, not both")
+    return problems
+
+
+def _reference_profile(recipe: Recipe) -> list[str]:
+    """`method.profile = "reference"` reproduces the released EB-JDAT code, nothing else: only for
+    method 'ebjdat', only with what that code has (its ascent objective or the commented-out CE
+    alternative, x~ as negatives in h2, no noise in the ascent)."""
+    method, adversary = recipe.method, recipe.adversary
+    if method.profile != "reference":
+        return []
+    if method.name != "ebjdat":
+        return [f"$.method.profile: 'reference' reproduces the released EB-JDAT code and exists only for "
+                f"method 'ebjdat', not {method.name!r}; use profile \"standard\""]
+    problems = []
+    if adversary.objective not in ("auto", *REFERENCE_OBJECTIVES):
+        problems.append(f"$.adversary.objective: {adversary.objective!r} is not in the released code; the "
+                        f"'reference' profile runs 'logit_cosine' (or its commented-out 'ce_cosine'); "
+                        f"use method.profile = \"standard\" for {adversary.objective!r}")
+    if method.h2 not in ("auto", "negatives"):
+        problems.append(f"$.method.h2: {method.h2!r} is not in the released code (its h2 is 'negatives'); "
+                        f"use method.profile = \"standard\" for {method.h2!r}")
+    if adversary.noise:
+        problems.append("$.adversary.noise: the released code's ascent has no noise; set it to 0 or use "
+                        "method.profile = \"standard\"")
     return problems
 
 

@@ -45,6 +45,29 @@ POLICIES = ("warn", "stop", "rollback")
 #: Which weights of a checkpoint to use: its EMA copy when it has one, the EMA copy, the trained ones.
 WEIGHT_CHOICES = ("auto", "ema", "raw")
 PROFILES = ("standard", "reference")
+#: What EB-JDAT's inner max ascends (ALGORITHMS.md §4.2 (a), §4.3; samplers/adversarial.py).
+OBJECTIVES = ("auto", "logit_cosine", "ce_cosine", "ce", "energy")
+#: Objectives the released code has (its line and its commented-out alternative): the only ones
+#: the `reference` profile runs.
+REFERENCE_OBJECTIVES = ("logit_cosine", "ce_cosine")
+#: EB-JDAT's h2: x̃ as extra contrastive-divergence negatives (released) or paired alignment (text).
+H2_FORMS = ("auto", "negatives", "align")
+
+
+def resolved_objective(objective: str, profile: str) -> str:
+    """`adversary.objective` with 'auto' resolved: the paper's text ('energy') under the standard
+    profile, the released code ('logit_cosine') under the reference profile."""
+    if objective != "auto":
+        return objective
+    return "logit_cosine" if profile == "reference" else "energy"
+
+
+def resolved_h2(h2: str, profile: str) -> str:
+    """`method.h2` with 'auto' resolved: 'align' (the paper's text) under the standard profile,
+    'negatives' (the released code) under the reference profile."""
+    if h2 != "auto":
+        return h2
+    return "negatives" if profile == "reference" else "align"
 
 
 def _budget_check(value: Budget) -> None:
@@ -184,7 +207,14 @@ class MethodConfig:
     w1: float = field(1.0, "Weight of the generative term h1: the p(x) contrastive-divergence loss "
                       "(JEM family, EB-JDAT) or DAT's BCE.", check=non_negative)
     w2: float = field(0.1, "EB-JDAT h2: weight of the clean-vs-adversarial energy contrast (reference "
-                      "scripts 0.1, paper 1.0).", check=non_negative)
+                      "scripts 0.1, paper 1.0; 0: no h2).", check=non_negative)
+    h2: str = field("auto", "EB-JDAT h2, what the clean-vs-adversarial term computes (E = -logsumexp l): "
+                    "'negatives' (the released code: w2 * [mean f(x~) - mean f(x_p)], x~ as extra "
+                    "contrastive-divergence negatives against the unlabelled p(x) batch, so it RAISES "
+                    "E(x~)); 'align' (the paper's text, min E(x~) - E(x): w2 * mean_i [E(x~_i) - E(x_i)], "
+                    "each x~_i paired with the clean image x_i it came from, so it LOWERS E(x~) "
+                    "towards E(x)); 'auto': 'align' under profile 'standard', 'negatives' under "
+                    "'reference'.", check=one_of(*H2_FORMS))
     w3: float = field(1.0, "Weight of cross-entropy on adversarial examples (EB-JDAT h3, PGD-AT, DAT).",
                       check=non_negative)
     trades_beta: float = field(6.0, "TRADES: weight of KL(p(x) || p(x_adv)).", check=non_negative)
@@ -242,9 +272,19 @@ class AdversaryConfig:
     step_size: Budget = field(Budget("2/255"), "Step size, same units as eps.", check=_budget_check)
     steps: int = field(5, "Attack steps K (EB-JDAT: 5; PGD-AT / TRADES: 10).", check=at_least(1))
     random_start: bool = field(True, "Start from a random point in the ball (TRADES: x + 0.001 N(0, I)).")
-    objective: str = field("logit_cosine", "EB-JDAT ascent objective: 'logit_cosine' (l_y + D, the "
-                           "reference code) or 'ce_cosine' (CE + D).",
-                           check=one_of("logit_cosine", "ce_cosine"))
+    objective: str = field("auto", "What EB-JDAT's inner max ascends (sign steps in the eps-ball; D is "
+                           "the logit-cosine distance to the clean logits): 'logit_cosine' (l_y(x~) + D, "
+                           "the released code: it raises the true logit, so x~ is made more confident "
+                           "and only D makes it adversarial), 'ce_cosine' (CE + D, the released code's "
+                           "commented-out alternative), 'ce' (CE alone: Madry's PGD), 'energy' (E(x~) = "
+                           "-logsumexp l(x~): the paper's 'reverse SGLD along the energy ascent', with "
+                           "adversary.noise as its Langevin noise); 'auto': 'energy' under profile "
+                           "'standard', 'logit_cosine' under 'reference'. Other methods ignore it.",
+                           check=one_of(*OBJECTIVES))
+    noise: float = field(0.0, "EB-JDAT ascent: std of Gaussian noise added after each sign step, pixel "
+                         "units of [0, 1] images (the Langevin noise of 'reverse SGLD'; 0: none, as "
+                         "the released code). The result is still projected onto the eps-ball.",
+                         check=non_negative)
     bn_mode: str = field("eval", "BatchNorm mode while attacking.", check=one_of("train", "eval"))
 
 

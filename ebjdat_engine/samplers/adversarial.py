@@ -157,52 +157,78 @@ def logit_cosine_distance(ref_logits: torch.Tensor, logits: torch.Tensor) -> tor
     return (ref - cur).pow(2).sum()
 
 
-def ebjdat_objective(logits: torch.Tensor, ref_logits: torch.Tensor, y: torch.Tensor,
+#: Objectives of EB-JDAT's inner max (the recipe's `adversary.objective`, 'auto' resolved).
+EBJDAT_OBJECTIVES = ("logit_cosine", "ce_cosine", "ce", "energy")
+#: The objectives that read the clean reference logits (through D).
+USES_REFERENCE = ("logit_cosine", "ce_cosine")
+
+
+def ebjdat_objective(logits: torch.Tensor, ref_logits: torch.Tensor | None, y: torch.Tensor,
                      objective: str = "logit_cosine") -> torch.Tensor:
     """The scalar J that EB-JDAT's inner max ascends (ALGORITHMS.md §4.2 (a), §4.3, §11.2).
 
-    'logit_cosine' (the released code): ``J = Σ_i l_{y_i}(x̃_i) + D(x, x̃)``;
-    'ce_cosine' (its commented-out alternative): ``J = Σ_i CE(l(x̃_i), y_i) + D(x, x̃)``.
-    The first term of 'logit_cosine' *raises* f(x̃, y) = l_y(x̃), i.e. lowers E(x̃, y); what makes
-    x̃ adversarial is mostly D, which turns the logit direction away from the clean one (§4.3).
+    With f(x) = logsumexp l(x) and the energy E = -f (ALGORITHMS.md §0):
+
+    * 'logit_cosine' (the released code): ``J = Σ_i l_{y_i}(x̃_i) + D(x, x̃)``. Its first term
+      *raises* f(x̃, y) = l_y(x̃), i.e. lowers E(x̃, y): on its own it makes x̃ more confidently
+      class y; what makes x̃ adversarial is mostly D, which turns the logit direction away (§4.3).
+    * 'ce_cosine' (the released code's commented-out alternative): ``J = Σ_i CE(l(x̃_i), y_i) + D``.
+    * 'ce' (Madry's PGD): ``J = Σ_i CE(l(x̃_i), y_i)``.
+    * 'energy' (the paper's text, "reverse SGLD along the energy ascent"): ``J = Σ_i E(x̃_i) =
+      -Σ_i logsumexp l(x̃_i)``: x̃ moves to where the model puts little density, without a label.
+
+    `ref_logits` (the clean l(x)) is needed only by the two objectives with D.
     """
     logits = logits.float()
     if objective == "logit_cosine":
         first = logits.gather(1, y.long()[:, None]).sum()
-    elif objective == "ce_cosine":
+    elif objective in ("ce_cosine", "ce"):
         first = F.cross_entropy(logits, y, reduction="sum")
+    elif objective == "energy":
+        return -torch.logsumexp(logits, dim=1).sum()
     else:
-        raise ValueError(f"EB-JDAT objective must be 'logit_cosine' or 'ce_cosine', got {objective!r}")
+        raise ValueError(f"EB-JDAT objective must be one of {', '.join(EBJDAT_OBJECTIVES)}, got {objective!r}")
+    if objective == "ce":
+        return first
+    if ref_logits is None:
+        raise ValueError(f"objective {objective!r} needs the clean reference logits")
     return first + logit_cosine_distance(ref_logits, logits)
 
 
 def ebjdat_ascent(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                   step_size: float, steps: int, objective: str = "logit_cosine",
-                  project: bool = True, random_start: bool = True,
+                  project: bool = True, random_start: bool = True, noise: float = 0.0,
                   autocast: AutocastFactory = contextlib.nullcontext,
                   ref_logits: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """EB-JDAT's inner max ``sampleXadv`` (ALGORITHMS.md §4.2 (a), §11.2), whole batch at once.
 
-    ``x̃ = clip(x + U(-ε, ε))`` (if `random_start`, else x); ``ref = l(x)`` without grad (or the
-    given `ref_logits`, to reuse clean logits the caller already has); then K = `steps` times::
+    ``x̃ = clip(x + U(-ε, ε))`` (if `random_start`, else x); for the objectives with D,
+    ``ref = l(x)`` without grad (or the given `ref_logits`, to reuse clean logits the caller
+    already has); then K = `steps` times::
 
-        x̃ ← x̃ + α·sign(∇_x̃ J(x̃))          J = ebjdat_objective(l(x̃), ref, y, objective)
+        x̃ ← x̃ + α·sign(∇_x̃ J(x̃)) + σ·N(0, I)  J = ebjdat_objective(l(x̃), ref, y, objective)
         x̃ ← x + clamp(x̃ - x, -ε, ε)          only if `project` (the "corrected" profile)
         x̃ ← clip(x̃, 0, 1)
 
-    ``project=False`` reproduces the released code, which has no ε-ball: only the step budget
-    bounds x̃, ``‖x̃ - x‖∞ ≤ ε + K·α``. ε and α are pixel units here (the reference's 8/255 and
-    2/255 in [-1, 1] units are 4/255 and 1/255 pixels; the caller converts). The released code's
-    2-image micro-batches change nothing mathematically (J is a per-sample sum, BN in eval mode)
-    and are not reproduced. Returns ``x̃``, detached fp32.
+    σ = `noise` (0 by default, as in the released code) makes the 'energy' ascent the paper's
+    "reverse SGLD". ``project=False`` reproduces the released code, which has no ε-ball: only the
+    step budget bounds x̃, ``‖x̃ - x‖∞ ≤ ε + K·α``. ε, α and σ are pixel units here (the
+    reference's 8/255 and 2/255 in [-1, 1] units are 4/255 and 1/255 pixels; the caller
+    converts). The released code's 2-image micro-batches change nothing mathematically (J is a
+    per-sample sum, BN in eval mode) and are not reproduced. Returns ``x̃``, detached fp32.
     """
     _check_budget("linf", eps, step_size, steps)
+    if objective not in EBJDAT_OBJECTIVES:
+        raise ValueError(f"EB-JDAT objective must be one of {', '.join(EBJDAT_OBJECTIVES)}, got {objective!r}")
+    if noise < 0:
+        raise ValueError(f"ascent noise must be >= 0, got {noise}")
     x = x.detach().to(torch.float32)
-    if ref_logits is None:
-        with torch.no_grad(), autocast():
-            ref_logits = model(x)
-    ref_logits = ref_logits.detach().float()
+    if objective in USES_REFERENCE:
+        if ref_logits is None:
+            with torch.no_grad(), autocast():
+                ref_logits = model(x)
+        ref_logits = ref_logits.detach().float()
     x_adv = _random_start(x, eps, "linf", generator) if random_start else x.clone()
     with frozen_params(model):
         for _ in range(steps):
@@ -211,6 +237,8 @@ def ebjdat_ascent(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
                 logits = model(x_adv)
             g = input_grad(ebjdat_objective(logits, ref_logits, y, objective), x_adv)
             x_adv = x_adv.detach() + step_size * g.sign()
+            if noise:
+                x_adv = x_adv + noise * randn_like(x_adv, generator)
             if project:
                 x_adv = x + (x_adv - x).clamp(-eps, eps)
             x_adv = x_adv.clamp(0.0, 1.0)

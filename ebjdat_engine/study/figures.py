@@ -109,3 +109,39 @@ def energies_figure(doc: dict[str, Any], out_dir: Path, path: Path) -> Path | No
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def chains_figure(doc: dict[str, Any], path: Path) -> Path | None:
+    """fd_ref of fresh chains against their length (symlog x: 0 is the init itself), one line per
+    arm (mean over seeds, error bars the std); the floor (held-out real images) as a dashed line.
+    A line that falls and stays low is a generator; one that dips then climbs past its start is a
+    short-run refiner."""
+    arms = [a for a in doc["arms"] if a.get("chains") and any(v["mean"] is not None for v in a["chains"].values())]
+    if not arms:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.5, 5.0), dpi=120)
+    cmap = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")
+    markers = "osD^vPX*h<>p"
+    for i, arm in enumerate(arms):
+        pts = sorted((int(k), v) for k, v in arm["chains"].items() if v["mean"] is not None)
+        xs, ys = [k for k, _ in pts], [v["mean"] for _, v in pts]
+        err = [v["std"] or 0.0 for _, v in pts]
+        ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], ms=4, capsize=2, linewidth=1.2,
+                    color=cmap(i % cmap.N), label=arm["label"])
+    floors = [a["summary"]["fd_ref_floor"]["mean"] for a in arms if a["summary"]["fd_ref_floor"]["mean"] is not None]
+    if floors:
+        ax.axhline(sum(floors) / len(floors), color="grey", linestyle="--", linewidth=1,
+                   label="floor: held-out real images")
+    ax.set_xscale("symlog", linthresh=5)
+    ax.set_yscale("log")
+    ax.set_xlabel("chain length (steps from the init; symlog scale, 0 = the init draws)")
+    ax.set_ylabel("fd_ref of the chains' samples (log; lower = better)")
+    ax.set_title(f"{doc['study']}: does the model generate, or only refine its init? "
+                 f"mean ± std over {len(doc['seeds'])} seed(s)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from ..rundir import write_text_atomic
 from .schema import Study, as_dict
-from .table import COLUMNS, fmt_mean_std, mean_std
+from .table import COLUMNS, fmt_mean_std, fmt_value, mean_std
 
 FORMAT = 1
 METRICS = tuple(key for key, _, _ in COLUMNS)
@@ -71,10 +71,25 @@ def build(study: Study, tasks: Sequence[Any], state: str, wall_s: float) -> dict
             recipe_rel = os.path.relpath(arm.recipe_path, study.out_dir)
         except ValueError:
             recipe_rel = str(arm.recipe_path)
-        arms.append({"label": arm.label, "recipe": recipe_rel, "overrides": list(arm.overrides),
-                     "method": recipe.method.name,
-                     "base": recipe.method.base if recipe.method.name == "ebjdat" else None,
-                     "runs": runs, "summary": summary, "curve": curve})
+        entry = {"label": arm.label, "recipe": recipe_rel, "overrides": list(arm.overrides),
+                 "method": recipe.method.name,
+                 "base": recipe.method.base if recipe.method.name == "ebjdat" else None,
+                 "runs": runs, "summary": summary, "curve": curve}
+        if recipe.method.name == "ebjdat":
+            entry["ebjdat"] = ebjdat_settings(recipe)
+        lengths = sorted(set(study.protocol.chain_lengths))
+        if lengths:
+            entry["chains"] = {str(k): mean_std((r["metrics"].get("chains") or {}).get(str(k)) for r in done)
+                               for k in lengths}
+            entry["chain_verdicts"] = [r["metrics"].get("chain_verdict") for r in done]
+        if arm.label in study.protocol.check.arms:
+            checked = [r for r in done if r.get("check")]
+            entry["check"] = {"attacks": study.protocol.check.attacks,
+                              "aa": mean_std(r["check"].get("aa") for r in checked),
+                              "protocol_aa": mean_std(r["metrics"].get("aa") for r in checked),
+                              "per_seed": [{"seed": r["seed"], "aa": r["check"].get("aa"),
+                                            "protocol_aa": r["metrics"].get("aa")} for r in checked]}
+        arms.append(entry)
     protocol = as_dict(study.protocol)
     runs = [t.record for t in tasks if t.record.get("state") == "done"]
     compute_s = sum(float((r.get("metrics") or {}).get("train_s") or 0.0) + float(r.get("eval_s") or 0.0)
@@ -86,8 +101,119 @@ def build(study: Study, tasks: Sequence[Any], state: str, wall_s: float) -> dict
             "wall_s": round(wall_s, 1), "arms": arms}
 
 
+#: EB-JDAT's inner objectives as the tables write them (E = -logsumexp l, D the logit-cosine term)
+OBJECTIVE_TEXT = {"logit_cosine": "l_y + D", "ce_cosine": "CE + D", "ce": "CE", "energy": "E(x̃)"}
+
+
+def ebjdat_settings(recipe) -> dict[str, Any]:
+    """The EB-JDAT pieces an ablation varies, 'auto' resolved (what the run's `start` event says)."""
+    from ..recipe import resolved_h2, resolved_objective
+
+    m, a = recipe.method, recipe.adversary
+    return {"profile": m.profile, "objective": resolved_objective(a.objective, m.profile),
+            "h2": resolved_h2(m.h2, m.profile) if m.w2 > 0 else "none", "w_ce": m.w_ce, "w2": m.w2,
+            "w3": m.w3, "noise": a.noise, "steps": a.steps}
+
+
 def _what(arm: dict[str, Any]) -> str:
-    return f"{arm['method']} on {arm['base']}" if arm.get("base") else str(arm["method"])
+    if not arm.get("base"):
+        return str(arm["method"])
+    e = arm.get("ebjdat")
+    if not e:
+        return f"{arm['method']} on {arm['base']}"
+    noise = f", noise {e['noise']:g}" if e.get("noise") else ""
+    return (f"{arm['method']} on {arm['base']}: {OBJECTIVE_TEXT.get(e['objective'], e['objective'])}, "
+            f"h2 {e['h2']}, w_ce {e['w_ce']:g}{noise}")
+
+
+def _pick(arms: list[dict[str, Any]], methods: tuple[str, ...], key: str, best) -> dict[str, Any] | None:
+    """Of the arms of these methods with a value of `key`, the best by `best` (min or max)."""
+    found = [a for a in arms if a["method"] in methods and a["summary"][key]["mean"] is not None]
+    return best(found, key=lambda a: a["summary"][key]["mean"]) if found else None
+
+
+def _distance_table(doc: dict[str, Any]) -> list[str]:
+    """Per arm, the distance on each leg to the best single-purpose method of the study: clean vs
+    standard training, AutoAttack vs adversarial training (PGD-AT), fd_ref vs the best JEM (and
+    vs the arm's own init)."""
+    arms = doc["arms"]
+    std = _pick(arms, ("standard",), "clean", max)
+    at = _pick(arms, ("pgd_at",), "aa", max)
+    jem = _pick(arms, ("jem", "jempp", "sadajem"), "fd_ref", min)
+    if not (std or at or jem):
+        return []
+    ref = lambda a, k: a["summary"][k]["mean"] if a else None  # noqa: E731
+    lines = ["", "Distance to the best single-purpose method on each leg (points of accuracy, fd_ref "
+             "units; negative = worse on that leg): clean − " + (f"`{std['label']}`" if std else "—") +
+             ", AutoAttack − " + (f"`{at['label']}`" if at else "—") + ", fd_ref of " +
+             (f"`{jem['label']}` (the best JEM)" if jem else "—") + " − fd_ref, and the arm's init − fd_ref "
+             "(> 0: beats its init).", ""]
+    header = ["arm", "Δ clean", "Δ AA", "Δ fd_ref vs JEM", "Δ fd_ref vs init", "legs held"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in arms:
+        s = a["summary"]
+        cells = [f"`{a['label']}`"]
+        held = []
+        for key, other, scale, name in (("clean", std, 100, "acc"), ("aa", at, 100, "robust")):
+            mine, theirs = s[key]["mean"], ref(other, key)
+            if mine is None or theirs is None:
+                cells.append("—")
+                continue
+            d = scale * (mine - theirs)
+            cells.append(f"{d:+.1f}")
+            if d >= -3.0:
+                held.append(name)
+        fd, best_jem, init = s["fd_ref"]["mean"], ref(jem, "fd_ref"), s["fd_ref_init"]["mean"]
+        cells.append(f"{best_jem - fd:+.2f}" if fd is not None and best_jem is not None else "—")
+        cells.append(f"{init - fd:+.2f}" if fd is not None and init is not None else "—")
+        if fd is not None and best_jem is not None and init is not None and fd <= best_jem + 0.05 and fd < init:
+            held.append("gen")
+        cells.append(", ".join(held) or "none")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "A leg is held when the arm is within 3 points of the best single-purpose method's "
+              "accuracy (clean, AutoAttack), or, for generation, within 0.05 of the best JEM's fd_ref and "
+              "below its own init. One-seed noise on 200 points is about ±3 points."]
+    return lines
+
+
+def _chains_table(doc: dict[str, Any]) -> list[str]:
+    lengths = [str(k) for k in doc["protocol"].get("chain_lengths") or []]
+    arms = [a for a in doc["arms"] if a.get("chains")]
+    if not lengths or not arms:
+        return []
+    p = doc["protocol"]
+    lines = ["", f"fd_ref of {p['n_samples']} fresh chains by their length in steps, from the run's init "
+             "(0: the init draws themselves), each run's own sampler in eval mode; the verdict per seed: "
+             "*generator* (the longest chain within 10 % of the best length and below the init), "
+             "*short-run refiner* (short chains beat the init, longer ones get worse), *none* (no length "
+             "beats the init).", ""]
+    header = ["arm"] + [f"{k} steps" for k in lengths] + ["verdict (per seed)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in arms:
+        verdicts = [v or "—" for v in a.get("chain_verdicts") or []]
+        tally = ", ".join(f"{v} ×{verdicts.count(v)}" for v in dict.fromkeys(verdicts)) or "—"
+        lines.append("| " + " | ".join([f"`{a['label']}`"] + [fmt_mean_std(a["chains"].get(k, {}), "num")
+                                                             for k in lengths] + [tally]) + " |")
+    return lines
+
+
+def _check_table(doc: dict[str, Any]) -> list[str]:
+    arms = [a for a in doc["arms"] if a.get("check")]
+    if not arms:
+        return []
+    p = doc["protocol"]
+    attacks = arms[0]["check"]["attacks"]
+    lines = ["", f"Gradient masking check: AutoAttack `{attacks}` (with FAB-T and Square when standard) on "
+             f"the same {p['n'] or 'all'} points and ε, per seed, beside the protocol's `{p['attacks']}`:", ""]
+    header = ["arm", f"AA `{p['attacks']}`", f"AA `{attacks}`", "per seed (protocol → check)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in arms:
+        c = a["check"]
+        per = ", ".join(f"s{r['seed']}: {fmt_value(r['protocol_aa'], 'acc')} → {fmt_value(r['aa'], 'acc')}"
+                        for r in c["per_seed"])
+        lines.append(f"| `{a['label']}` | {fmt_mean_std(c['protocol_aa'], 'acc')} | "
+                     f"{fmt_mean_std(c['aa'], 'acc')} | {per} |")
+    return lines
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -140,6 +266,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for arm in doc["arms"]:
             lines.append("| " + " | ".join([f"`{arm['label']}`"] + [fmt_mean_std(arm["curve"].get(e, {}), "acc")
                                                                     for e in curve_eps]) + " |")
+    lines += _distance_table(doc) + _chains_table(doc) + _check_table(doc)
     failed = [(arm["label"], r) for arm in doc["arms"] for r in arm["runs"] if r.get("state") == "failed"]
     if failed:
         lines += ["", "Failed runs:", ""]
@@ -154,10 +281,12 @@ def write(study: Study, tasks: Sequence[Any], state: str, wall_s: float, figures
     write_text_atomic(study.out_dir / "results.json", json.dumps(doc, indent=1) + "\n")
     write_text_atomic(study.out_dir / "results.md", markdown(doc))
     if figures:
-        from .figures import energies_figure, trilemma_figure
+        from .figures import chains_figure, energies_figure, trilemma_figure
 
         trilemma_figure(doc, study.out_dir / "trilemma.png")
         energies_figure(doc, study.out_dir, study.out_dir / "energies.png")
+        if doc["protocol"].get("chain_lengths"):
+            chains_figure(doc, study.out_dir / "chains.png")
     return doc
 
 

@@ -134,13 +134,23 @@ def eval_args(options: dict[str, Any]) -> list[str]:
     args += {"on": ["--fid"], "off": ["--no-fid"], "auto": []}[options["fid"]]
     if options.get("robust_only"):
         args.append("--robust-only")
+    if options.get("chain_lengths"):
+        args += ["--chain-lengths", ",".join(map(str, options["chain_lengths"]))]
     return args
 
 
 def curve_options(study: Study, eps: str) -> dict[str, Any]:
     base = protocol_options(study.protocol)
     curve = study.protocol.curve
+    base.pop("chain_lengths", None)  # generation is not measured by a robust-only evaluation
     return {**base, "n": curve.n or base["n"], "eps": eps, "attacks": curve.attacks, "robust_only": True}
+
+
+def check_options(study: Study) -> dict[str, Any]:
+    """The second AutoAttack of `[protocol.check]`: the headline budget and points, its attacks."""
+    base = protocol_options(study.protocol)
+    base.pop("chain_lengths", None)
+    return {**base, "attacks": study.protocol.check.attacks, "robust_only": True}
 
 
 def full_options(study: Study) -> dict[str, Any]:
@@ -316,6 +326,16 @@ class StudyRunner:
                 curve[eps.text] = {"clean": point["clean_acc"], "pgd": point["pgd_acc"], "aa": point["aa_acc"]}
                 eval_s += float(point.get("duration_s") or 0.0)
             task.record["curve"] = curve
+            if task.arm.label in self.study.protocol.check.arms:
+                self._set(task, "evaluating", f"check: AutoAttack {self.study.protocol.check.attacks}")
+                point = self._evaluate(task, check_options(self.study))
+                if point is None:
+                    self._set(task, "stopped" if self.stopping else "failed", task.record.get("error") or "")
+                    return
+                task.record["check"] = {"attacks": self.study.protocol.check.attacks, "clean": point["clean_acc"],
+                                        "pgd": point["pgd_acc"], "aa": point["aa_acc"],
+                                        "eval": _relative(point.get("files", {}).get("json"), self.study.out_dir)}
+                eval_s += float(point.get("duration_s") or 0.0)
             task.record["eval_s"] = round(eval_s, 1)  # the evaluations' own time (without startup)
             task.record["error"] = None
             self._set(task, "done")

@@ -87,6 +87,24 @@ class CurveSection:
     n: int = field(0, "Test points of the curve (0: protocol.n).", check=at_least(0))
 
 
+def _chain_lengths_check(values: list[int]) -> None:
+    if any(v < 0 for v in values):
+        raise CheckError(f"chain lengths are steps >= 0, got {values}")
+    if values and 0 not in values:
+        raise CheckError(f"include 0 (the init draws themselves, what the chains start from), got {values}")
+
+
+@attrs.frozen
+class CheckSection:
+    """[protocol.check]: a second, stronger AutoAttack on some arms (e.g. standard AutoAttack,
+    FAB-T and Square included, on the arms whose robustness is the claim): robustness that only the
+    gradient attacks see would be gradient masking."""
+
+    arms: list[str] = field(list, "Labels of the arms checked (empty: no check).", factory=True)
+    attacks: str = field("standard", "AutoAttack of the check ('standard' or a comma list).",
+                         check=_attacks_check)
+
+
 @attrs.frozen
 class ProtocolSection:
     """[protocol]: the one evaluation every arm gets (`ebjdat eval`'s options)."""
@@ -104,6 +122,11 @@ class ProtocolSection:
     fid: str = field("auto", "FID/KID: 'on', 'off' or 'auto' (on a GPU only).", check=one_of("on", "off", "auto"))
     seed: int = field(0, "Seed of the attacks' random starts and the samples.", check=at_least(0))
     curve: CurveSection = field(CurveSection, "Robust accuracy over several budgets.", factory=True)
+    chain_lengths: list[int] = field(list, "fd_ref of fresh chains of these many steps from the init "
+                                     "(e.g. [0, 5, 10, 20, 50, 100]; 0 is the init itself): does a model "
+                                     "generate, or only refine its init? (empty: not measured)",
+                                     check=_chain_lengths_check, factory=True)
+    check: CheckSection = field(CheckSection, "A second AutoAttack on some arms.", factory=True)
 
 
 @attrs.frozen
@@ -189,6 +212,10 @@ def load_study(path: str | Path, jobs: int | None = None) -> Study:
     if section is not None and not section.recipe and any(not a.recipe for _, a in arm_sections):
         errors.append("$.study.recipe: give the base recipe (a path relative to the study file), "
                       "or a recipe in every arm")
+    if protocol is not None:
+        for label in protocol.check.arms:
+            if label not in labels:
+                errors.append(f"$.protocol.check.arms: no arm is labelled {label!r}")
     if errors or section is None or protocol is None:
         raise RecipeError(errors)
 
@@ -226,7 +253,8 @@ def protocol_options(protocol: ProtocolSection) -> dict[str, Any]:
     """The protocol as `ebjdat eval` options (keyword names of `evaluate`)."""
     return {"ckpt": protocol.ckpt, "n": protocol.n, "eps": protocol.eps.text, "norm": protocol.norm,
             "attacks": protocol.attacks, "pgd_steps": protocol.pgd_steps, "n_samples": protocol.n_samples,
-            "samples": protocol.samples, "fid": protocol.fid, "seed": protocol.seed}
+            "samples": protocol.samples, "fid": protocol.fid, "seed": protocol.seed,
+            **({"chain_lengths": sorted(set(protocol.chain_lengths))} if protocol.chain_lengths else {})}
 
 
 def as_dict(value: Mapping[str, Any] | Any) -> Any:

@@ -148,6 +148,10 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
     if finite_number(fid.get("fid")) is not None:
         row.update(fid=finite_number(fid.get("fid")), fid_init=finite_number((fid.get("init_baseline") or {}).get("fid")),
                    fid_floor=finite_number((fid.get("floor") or {}).get("fid")))
+    chains = gen.get("chain_lengths") or {}
+    if chains.get("points"):
+        row["chains"] = {str(pt["steps"]): finite_number(pt.get("fd_ref")) for pt in chains["points"]}
+        row["chain_verdict"] = chains.get("verdict")
     if run_dir is not None and (Path(run_dir) / "events.jsonl").is_file():
         stats = training_stats(Path(run_dir))
         row["train_s"], row["images_per_s"] = stats["train_s"], stats["images_per_s"]
