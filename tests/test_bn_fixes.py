@@ -43,8 +43,10 @@ def _first_bn_stats(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
 
 # --- EB-JDAT: the eval-mode ascent sees the clean batch's running statistics ------------------
 
+# the released objective (l_y + D): its ascent also forwards the clean batch for D's reference logits
 EBJDAT = ["method.name=ebjdat", "method.base=jem", "model.bn_momentum=0.9", "sampler.reinit_freq=0.0",
-          "sampler.n_steps=1", "sampler.step_size=0.0", "sampler.buffer_size=64", "adversary.steps=2"]
+          "sampler.n_steps=1", "sampler.step_size=0.0", "sampler.buffer_size=64", "adversary.steps=2",
+          'adversary.objective="logit_cosine"']
 
 
 def test_ebjdat_ascent_normalises_with_the_clean_batch_statistics(tiny_recipe):
