@@ -203,3 +203,17 @@ def test_the_reference_profile_refuses_what_the_released_code_does_not_have(tiny
     with pytest.raises(RecipeError) as info:
         resolve(tiny_recipe, ["method.name=pgd_at", 'method.profile="reference"'])
     assert info.value.errors[0].startswith("$.method.profile:")
+
+
+def test_trilemma_recipe_is_the_measured_paper_arm() -> None:
+    """recipes/trilemma.toml is exactly what the digits ablation measured as its `paper` arm, so the
+    README's numbers for it are that arm's (3 seeds, standard AutoAttack on each)."""
+    from conftest import REPO
+
+    from ebjdat_engine.recipe import to_dict
+    from ebjdat_engine.study import load_study
+
+    study = load_study(REPO / "studies" / "digits_ablation.toml")
+    (arm,) = [a for a in study.arms if a.label == "paper"]
+    assert "paper" in study.protocol.check.arms and study.protocol.check.attacks == "standard"
+    assert to_dict(resolve(REPO / "recipes" / "trilemma.toml")) == to_dict(arm.recipes[0])
