@@ -187,3 +187,46 @@ def test_readme_recipe_reference_is_current():
 
     readme = (REPO / "README.md").read_text()
     assert reference_markdown() in readme, "regenerate with: python -m ebjdat_engine.recipe.docs"
+
+
+@pytest.mark.parametrize("overrides, path, expect", [
+    (['method.name="trades"', 'adversary.norm="l2"'], "$.adversary.norm", "'linf' only"),
+    (['method.name="sadajem"', 'runtime.amp="fp16"'], "$.runtime.amp", "fp16 with SAM"),
+    (['method.name="ebjdat"', 'method.base="sadajem"', 'runtime.amp="fp16"'], "$.runtime.amp", "SAM"),
+    (['model.arch="wrn"', "model.depth=11"], "$.model.depth", "6n+4"),
+    (['model.arch="resnet"', "model.depth=28", "model.width=1"], "$.model.depth", "depth 18 width 1"),
+    (['method.profile="reference"', 'method.name="jem"'], "$.method.profile", "only for method 'ebjdat'"),
+])
+def test_what_cannot_be_built_or_run_is_a_recipe_error(overrides, path, expect):
+    """Rules across fields live in the recipe layer: `validate` refuses what `run` would, with the
+    same `$.path` message, before any data is read (the CLI's exit-2 path is in test_cli)."""
+    errors = errors_of(None, overrides)
+    assert len(errors) == 1 and errors[0].startswith(path + ":"), errors
+    assert expect in errors[0]
+
+
+@pytest.mark.parametrize("overrides", [
+    ['method.name="trades"', 'adversary.norm="linf"'],
+    ['method.name="sadajem"', 'runtime.amp="bf16"'],
+    ['method.name="ebjdat"', 'method.base="jempp"', 'runtime.amp="fp16"'],
+    ['model.arch="wrn"', "model.depth=16"],
+    ['model.arch="resnet"', "model.depth=50", "model.width=2"],
+])
+def test_their_neighbours_still_validate(overrides):
+    resolve(None, overrides)
+
+
+def test_the_models_refuse_by_the_recipe_layers_rules():
+    """One rule each, shared: the builders raise the recipe layer's own message."""
+    from ebjdat_engine.models.resnet import variant_name
+    from ebjdat_engine.models.wrn import wrn_blocks_per_stage
+    from ebjdat_engine.recipe.schema import resnet_variant_problem, wrn_depth_problem
+
+    with pytest.raises(ValueError) as info:
+        wrn_blocks_per_stage(11)
+    assert str(info.value) == wrn_depth_problem(11)
+    assert wrn_blocks_per_stage(28) == 4
+    with pytest.raises(ValueError) as info:
+        variant_name(28, 1)
+    assert str(info.value) == resnet_variant_problem(28, 1)
+    assert variant_name(50, 2) == "wide_resnet50_2"

@@ -69,11 +69,7 @@ class TRADES(_Adversarial):
     name = "trades"
 
     def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
-        super().__init__(cfg, adversary, ctx)
-        if adversary.norm != "linf":
-            from ..recipe import RecipeError
-
-            raise RecipeError(["$.adversary.norm: TRADES is implemented for 'linf' only"])
+        super().__init__(cfg, adversary, ctx)  # linf only: the recipe layer refuses 'l2'
         self.weights = {"ce": cfg.w_ce, "kl": cfg.trades_beta}
 
     def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:

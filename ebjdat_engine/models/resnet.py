@@ -25,12 +25,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..recipe.schema import ModelConfig
+from ..recipe.schema import RESNET_VARIANTS, ModelConfig, resnet_variant_problem
 from .normalize import Classifier, make_norm
 
-#: (depth, width) -> torchvision builder name
-VARIANTS = {(18, 1): "resnet18", (34, 1): "resnet34", (50, 1): "resnet50", (101, 1): "resnet101",
-            (50, 2): "wide_resnet50_2", (101, 2): "wide_resnet101_2", (50, 4): "wide_resnet50_4"}
+#: (depth, width) -> torchvision builder name (the recipe layer refuses any other pair)
+VARIANTS = RESNET_VARIANTS
 #: variants torchvision has no builder for: its ResNet class with a wider bottleneck (DAT's
 #: ImageNet network, WRN-50-4: width_per_group 64 x 4)
 _WIDER = {"wide_resnet50_4": ([3, 4, 6, 3], 64 * 4)}
@@ -45,11 +44,10 @@ def small_stem(cfg: ModelConfig, resolution: int) -> bool:
 
 def variant_name(depth: int, width: int) -> str:
     """torchvision's name for `model.depth` x `model.width`; ValueError listing the valid pairs."""
-    try:
-        return VARIANTS[(depth, width)]
-    except KeyError:
-        valid = ", ".join(f"depth {d} width {w}" for d, w in VARIANTS)
-        raise ValueError(f"arch 'resnet' has no depth {depth} with width {width}; use one of: {valid}") from None
+    problem = resnet_variant_problem(depth, width)
+    if problem:
+        raise ValueError(problem)
+    return VARIANTS[(depth, width)]
 
 
 def _with_biases(module: nn.Module) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..recipe.schema import ModelConfig
+from ..recipe.schema import ModelConfig, wrn_depth_problem
 from .normalize import Classifier, init_weights, norm_from_config
 
 
@@ -24,10 +24,9 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 
 def wrn_blocks_per_stage(depth: int) -> int:
     """``n`` of a WRN of `depth` = 6n + 4; raises ValueError for any other depth."""
-    if depth < 10 or (depth - 4) % 6 != 0:
-        raise ValueError(
-            f"Wide-ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}"
-        )
+    problem = wrn_depth_problem(depth)
+    if problem:
+        raise ValueError(problem)
     return (depth - 4) // 6
 
 

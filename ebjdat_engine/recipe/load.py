@@ -17,7 +17,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn, override
 
 from .fields import Budget, CheckError, is_section, parse_budget, suggest
-from .schema import REFERENCE_OBJECTIVES, Recipe
+from .schema import REFERENCE_OBJECTIVES, Recipe, resnet_variant_problem, wrn_depth_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -282,11 +282,32 @@ def _across_sections(recipe: Recipe) -> list[str]:
             problems.append(f"$.sampler.seed_folder: only method 'dat' starts negatives from seed "
                             f"images (method.name is {method!r}); remove it")
     problems += _reference_profile(recipe)
+    problems += _buildable(recipe)
     if data.name != "imagefolder" and (data.classes or data.classes_file):
         problems.append(f"$.data.classes: class lists are for data.name = \"imagefolder\" "
                         f"(data.name is {data.name!r}); remove it")
     if data.classes and data.classes_file:
         problems.append("$.data.classes_file: give data.classes or data.classes_file, not both")
+    return problems
+
+
+def _buildable(recipe: Recipe) -> list[str]:
+    """What the schema's fields allow one by one but the engine cannot build or run: refused here
+    so that `validate`, `run`, `bench`, `study` and the TUI refuse it alike, before any data is
+    read or any directory made."""
+    model, method, adversary = recipe.model, recipe.method, recipe.adversary
+    problems = []
+    if model.arch == "wrn" and (problem := wrn_depth_problem(model.depth)):
+        problems.append(f"$.model.depth: {problem}")
+    if model.arch == "resnet" and (problem := resnet_variant_problem(model.depth, model.width)):
+        problems.append(f"$.model.depth: {problem}")
+    if method.name == "trades" and adversary.norm != "linf":
+        problems.append(f"$.adversary.norm: TRADES is implemented for 'linf' only, not {adversary.norm!r}; "
+                        f"set adversary.norm = \"linf\" or use method 'pgd_at'")
+    uses_sam = method.name == "sadajem" or (method.name == "ebjdat" and method.base == "sadajem")
+    if uses_sam and recipe.runtime.amp == "fp16":
+        problems.append("$.runtime.amp: fp16 with SAM (SADA-JEM, or EB-JDAT on base 'sadajem') is not "
+                        "supported; use \"bf16\" or \"off\"")
     return problems
 
 

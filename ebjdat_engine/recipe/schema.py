@@ -37,6 +37,24 @@ AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
 ARCHS = ("wrn", "cnn", "resnet")
 NORMS = ("none", "batch", "group", "affine")
 STEMS = ("auto", "small", "large")
+#: arch 'resnet': (depth, width) -> torchvision builder name (models/resnet.py builds them)
+RESNET_VARIANTS = {(18, 1): "resnet18", (34, 1): "resnet34", (50, 1): "resnet50", (101, 1): "resnet101",
+                   (50, 2): "wide_resnet50_2", (101, 2): "wide_resnet101_2", (50, 4): "wide_resnet50_4"}
+
+
+def wrn_depth_problem(depth: int) -> str | None:
+    """Why a Wide-ResNet cannot have `depth` (it must be 6n + 4, n >= 1), or None when it can."""
+    if depth < 10 or (depth - 4) % 6 != 0:
+        return f"Wide-ResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}"
+    return None
+
+
+def resnet_variant_problem(depth: int, width: int) -> str | None:
+    """Why arch 'resnet' has no `depth` x `width` (listing the pairs it has), or None."""
+    if (depth, width) in RESNET_VARIANTS:
+        return None
+    valid = ", ".join(f"depth {d} width {w}" for d, w in RESNET_VARIANTS)
+    return f"arch 'resnet' has no depth {depth} with width {width}; use one of: {valid}"
 #: Methods the engine trains (one module each in ebjdat_engine/methods/).
 METHODS = ("standard", "pgd_at", "trades", "jem", "jempp", "sadajem", "ebjdat", "dat")
 #: Generative bases EB-JDAT is grafted on (ALGORITHMS.md §4.4).

@@ -230,8 +230,6 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
         input_std=recipe.model.input_std, autocast=lambda: autocast(recipe.runtime, device),
         train_images=splits.train.images, train_labels=splits.train.labels))
-    if method.uses_sam and recipe.runtime.amp == "fp16":
-        raise RecipeError(["$.runtime.amp: fp16 with SAM (sadajem) is not supported; use \"bf16\" or \"off\""])
 
     seed_images = None
     if recipe.sampler.seed_folder and recipe.method.name == "dat":  # DAT's OOD seeds
