@@ -196,6 +196,11 @@ def test_readme_recipe_reference_is_current():
     (['model.arch="wrn"', "model.depth=11"], "$.model.depth", "6n+4"),
     (['model.arch="resnet"', "model.depth=28", "model.width=1"], "$.model.depth", "depth 18 width 1"),
     (['method.profile="reference"', 'method.name="jem"'], "$.method.profile", "only for method 'ebjdat'"),
+    (['adversary.eps="2"'], "$.adversary.eps", "above 1"),
+    (['method.name="ebjdat"', 'method.profile="reference"', 'adversary.eps="3"'], "$.adversary.eps", "above 2"),
+    (['adversary.step_size="0"'], "$.adversary.step_size", "never moves"),
+    (['eval.eps="1.5"'], "$.eval.eps", "above 1"),
+    (["model.input_mean=7"], "$.model.input_mean", "[0.0, 1.0]"),
 ])
 def test_what_cannot_be_built_or_run_is_a_recipe_error(overrides, path, expect):
     """Rules across fields live in the recipe layer: `validate` refuses what `run` would, with the
@@ -211,6 +216,10 @@ def test_what_cannot_be_built_or_run_is_a_recipe_error(overrides, path, expect):
     ['method.name="ebjdat"', 'method.base="jempp"', 'runtime.amp="fp16"'],
     ['model.arch="wrn"', "model.depth=16"],
     ['model.arch="resnet"', "model.depth=50", "model.width=2"],
+    ['adversary.eps="1"'],
+    ['adversary.norm="l2"', 'adversary.eps="3"', 'adversary.step_size="0.5"'],
+    ['method.name="ebjdat"', 'method.profile="reference"', 'adversary.eps="16/255"'],
+    ['adversary.eps="0"', 'adversary.step_size="0"'],
 ])
 def test_their_neighbours_still_validate(overrides):
     resolve(None, overrides)

@@ -301,6 +301,19 @@ def _buildable(recipe: Recipe) -> list[str]:
         problems.append(f"$.model.depth: {problem}")
     if model.arch == "resnet" and (problem := resnet_variant_problem(model.depth, model.width)):
         problems.append(f"$.model.depth: {problem}")
+    # an l-inf ball of radius 1 already holds every [0, 1] image (2 in the reference profile's
+    # [-1, 1] units); l2 budgets have no such bound
+    linf_max = 2 if method.profile == "reference" else 1
+    if adversary.norm == "linf" and adversary.eps.value > linf_max:
+        problems.append(f"$.adversary.eps: {adversary.eps} is above {linf_max}, the whole pixel range in "
+                        f"{'[-1, 1]' if linf_max == 2 else 'pixel units of [0, 1] images'}; write it in "
+                        f"those units, e.g. \"8/255\"")
+    if adversary.eps.value > 0 and adversary.step_size.value == 0:
+        problems.append(f"$.adversary.step_size: 0 with eps {adversary.eps} never moves from the random "
+                        f"start; use e.g. eps/4")
+    if recipe.eval.eps.value > 1:
+        problems.append(f"$.eval.eps: {recipe.eval.eps} is above 1, the whole pixel range of [0, 1] images; "
+                        f"write it in pixel units, e.g. \"8/255\"")
     if method.name == "trades" and adversary.norm != "linf":
         problems.append(f"$.adversary.norm: TRADES is implemented for 'linf' only, not {adversary.norm!r}; "
                         f"set adversary.norm = \"linf\" or use method 'pgd_at'")

@@ -194,7 +194,8 @@ class ModelConfig:
                                check=probability)
     dropout: float = field(0.0, "Dropout rate inside residual blocks.", check=in_range(0.0, 0.99))
     leak: float = field(0.2, "LeakyReLU negative slope (0.2 in the JEM line).", check=in_range(0.0, 1.0))
-    input_mean: float = field(0.5, "Per-pixel mean the model subtracts from [0, 1] inputs.")
+    input_mean: float = field(0.5, "Per-pixel mean the model subtracts from [0, 1] inputs.",
+                              check=in_range(0.0, 1.0))
     input_std: float = field(0.5, "Per-pixel std the model divides by (0.5 maps [0, 1] to [-1, 1] "
                              "as in the JEM line).", check=positive)
     stem: str = field("auto", "'resnet' only: the first layers. 'small' (3x3 stride-1 convolution, no "
