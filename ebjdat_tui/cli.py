@@ -47,11 +47,11 @@ def _print_errors(errors: list[str]) -> None:
 
 def _device(device: Optional[str], command: str):
     """--device checked against this machine (None: CUDA when present), or a message and exit 2."""
-    from ebjdat_engine.train.runtime import RuntimeError_, pick_device
+    from ebjdat_engine.train.runtime import DeviceError, pick_device
 
     try:
         return pick_device(device)
-    except RuntimeError_ as e:
+    except DeviceError as e:
         _err(f"ebjdat {command}: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -119,7 +119,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
 
     from ebjdat_engine.data import DataError
     from ebjdat_engine.rundir import RunDirError
-    from ebjdat_engine.train.runtime import RuntimeError_
+    from ebjdat_engine.train.runtime import DeviceError
     from ebjdat_engine.train.session import resolve_for_resume
     from ebjdat_engine.rundir.checkpoint import DiskFullError
     from ebjdat_engine.train.session import Interrupted, StoppedBeforeStart
@@ -145,7 +145,7 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     except RecipeError as e:
         progress.close()
         _fail_recipe(e.errors, str(recipe) if recipe else None)
-    except (DataError, RunDirError, RuntimeError_) as e:
+    except (DataError, RunDirError, DeviceError) as e:
         progress.close()
         _err(f"ebjdat run: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -405,14 +405,14 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
 
     from ebjdat_engine.recipe import RecipeError
     from ebjdat_engine.train.bench import bench as run_bench
-    from ebjdat_engine.train.runtime import RuntimeError_, resolve_device
+    from ebjdat_engine.train.runtime import DeviceError, resolve_device
 
     try:
         device = resolve_device(resolved.runtime)
         warm = warmup if warmup is not None else (3 if device.type == "cuda" else 1)
         report = run_bench(resolved, steps=steps, warmup=warm,
                            log=None if json_out else (lambda t: typer.echo(f"bench: {t}", err=True)))
-    except (RecipeError, RuntimeError_) as e:
+    except (RecipeError, DeviceError) as e:
         _err(f"ebjdat bench: {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
     del torch

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_tui_helpers import append, copy_run, run_app, screen_text, wait_for
+from tui_helpers import append, copy_run, run_app, screen_text, wait_for
 
 from conftest import ebjdat, write_tiny_recipe
 from ebjdat_engine.data import load_dataset

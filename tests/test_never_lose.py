@@ -383,13 +383,13 @@ def test_resume_of_a_missing_directory_says_so(tmp_path):
 def test_device_names_are_checked_against_this_machine():
     import torch
 
-    from ebjdat_engine.train.runtime import RuntimeError_, pick_device
+    from ebjdat_engine.train.runtime import DeviceError, pick_device
 
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(RuntimeError_, match="'banana' is not a device"):
+    with pytest.raises(DeviceError, match="'banana' is not a device"):
         pick_device("banana")
-    with pytest.raises(RuntimeError_, match="runs on 'cpu' or 'cuda'"):
+    with pytest.raises(DeviceError, match="runs on 'cpu' or 'cuda'"):
         pick_device("meta")
-    with pytest.raises(RuntimeError_, match="CUDA device"):  # none here, or not that many
+    with pytest.raises(DeviceError, match="CUDA device"):  # none here, or not that many
         pick_device("cuda:99")

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_tui_helpers import (ALARMS, append, check_snapshot, copy_run, fake_job, run_app,
+from tui_helpers import (ALARMS, append, check_snapshot, copy_run, fake_job, run_app,
                               screen_text, set_job, shown, wait_for)
 
 from ebjdat_tui.app import create_app

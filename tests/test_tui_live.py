@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_helpers import run_app, screen_text, wait_for
+from tui_helpers import run_app, screen_text, wait_for
 
 from conftest import REPO
 from ebjdat_engine.rundir.events import read_events

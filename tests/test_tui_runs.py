@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tui_helpers import RECORDED, append, copy_run, fake_job, set_job
+from tui_helpers import RECORDED, append, copy_run, fake_job, set_job
 
 from conftest import ebjdat
 from ebjdat_engine.recipe import resolve

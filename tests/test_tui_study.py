@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_tui_helpers import copy_run, fake_job, run_app, screen_text, set_job, shown, wait_for
+from tui_helpers import copy_run, fake_job, run_app, screen_text, set_job, shown, wait_for
 
 from ebjdat_tui.app import StudyApp, create_app
 from ebjdat_tui.screens.dashboard import DashboardScreen

@@ -20,7 +20,7 @@ import attrs
 import torch
 from torch import nn
 
-from ..models import energy, free_energy
+from ..models import energy
 
 
 @attrs.frozen
@@ -115,12 +115,6 @@ def clean_forward(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.T
     ce = nn.functional.cross_entropy(logits.float(), batch.y)
     acc = (logits.detach().argmax(1) == batch.y).float().mean()
     return logits, ce, acc
-
-
-def mean_f(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean f(x), per-sample f(x)) with f = logsumexp of the logits (JEM's negative energy)."""
-    f = free_energy(model(x))
-    return f.mean(), f
 
 
 def energies_of(logits: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from ..recipe import RuntimeConfig
 
 
-class RuntimeError_(Exception):
+class DeviceError(Exception):
     """The runtime section asks for something this machine cannot do."""
 
 
@@ -22,21 +22,21 @@ def resolve_device(cfg: RuntimeConfig) -> torch.device:
 def pick_device(text: str | None, what: str = "--device", instead: str = "use --device cpu") -> torch.device:
     """The device `text` names ('auto' or None: CUDA when present), checked against this
     machine: a name torch does not know, or CUDA (device N) that is not here, raises
-    RuntimeError_ saying `what` to change."""
+    DeviceError saying `what` to change."""
     if text in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(text)
     except (RuntimeError, TypeError):
-        raise RuntimeError_(f"{what} = {text!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+        raise DeviceError(f"{what} = {text!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError_(f"{what} = {text!r}, but no CUDA device is available ({instead})")
+            raise DeviceError(f"{what} = {text!r}, but no CUDA device is available ({instead})")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError_(f"{what} = {text!r}, but this machine has {torch.cuda.device_count()} "
+            raise DeviceError(f"{what} = {text!r}, but this machine has {torch.cuda.device_count()} "
                                 f"CUDA device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     elif device.type != "cpu":
-        raise RuntimeError_(f"{what} = {text!r}: ebjdat runs on 'cpu' or 'cuda' devices")
+        raise DeviceError(f"{what} = {text!r}: ebjdat runs on 'cpu' or 'cuda' devices")
     return device
 
 

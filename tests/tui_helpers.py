@@ -1,5 +1,5 @@
-"""Helpers of the TUI tests (no tests here): a recorded run directory, a fake live job, running an
-App headless and comparing screen text."""
+"""Helpers of the TUI tests (a module, not a test file): a recorded run directory, a fake live
+job, running an App headless and comparing screen text."""
 
 from __future__ import annotations
 
