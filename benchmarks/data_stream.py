@@ -58,13 +58,13 @@ def reader_speed(size: int, n_images: int, batch: int, workers: int, tmp: Path) 
 
 
 def quickstart_stall(steps: int) -> dict:
+    from ebjdat_engine.data import load_dataset
     from ebjdat_engine.methods import MethodContext, build_method
     from ebjdat_engine.models import build_model
     from ebjdat_engine.recipe import resolve
     from ebjdat_engine.rundir.events import EventWriter
     from ebjdat_engine.train.loop import Trainer
     from ebjdat_engine.train.runtime import autocast, configure, resolve_device, seed_everything
-    from ebjdat_engine.data import load_dataset
 
     recipe = resolve("recipes/quickstart.toml", ['data.placement="stream"'])
     device = resolve_device(recipe.runtime)

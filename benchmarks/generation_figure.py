@@ -43,7 +43,8 @@ def main() -> None:
     x_init, _ = init_baseline(run, 64, device, seed=0, splits=splits)
     x_gen, _ = draw_buffer(run, 64, seed=0)
     x_real = splits.test.images[:64].float().div(255.0)
-    panels = [(x_init, f"{fd['init_baseline'].get('init', 'init')} init draws\nfd_ref {fd['init_baseline']['fd_ref']:.2f}"),
+    panels = [(x_init, f"{fd['init_baseline'].get('init', 'init')} init draws\n"
+                       f"fd_ref {fd['init_baseline']['fd_ref']:.2f}"),
               (x_gen, f"{run.recipe.method.name} replay buffer (step {run.step})\nfd_ref {fd['fd_ref']:.2f}"),
               (x_real, f"held-out test images (floor)\nfd_ref {fd['floor']['fd_ref']:.2f}")]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=110)

@@ -3,7 +3,8 @@
     python benchmarks/sigkill_soak.py [--kills 20] [--seed 0] [--recipe recipes/quickstart.toml]
 
 Starts the recipe with a checkpoint every epoch of a tiny epoch (`train.batch_size` large,
-`data.n_train` small: a save every few hundred ms), SIGKILLs it after a random 5–12 s (startup, then steps and saves), then
+`data.n_train` small: a save every few hundred ms), SIGKILLs it after a random 5–12 s (startup, then steps and
+saves), then
 `ebjdat run --resume` on the same directory with a fresh random kill, `--kills` times, and a
 last resume that runs 20 more steps to the end. Checks after every kill: the resume is accepted (exit 0 or
 killed again, never exit 1 or 2), `checkpoints/last.pt` loads, the lock was freed by the

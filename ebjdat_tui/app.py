@@ -29,8 +29,8 @@ from textual.screen import ModalScreen
 from ebjdat_engine.rundir import control
 
 from .launch import Launched, launch
-from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .liveness import LIVE
+from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .reducer import RunSnapshot
 from .screens.base import RunScreen
 from .screens.confirm_stop import ConfirmStopScreen

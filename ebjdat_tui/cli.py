@@ -105,7 +105,8 @@ def show(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (absent
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optional with --resume)."),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here (must be new or empty)."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory from checkpoints/last.pt."),
+        resume: Optional[Path] = typer.Option(None, "--resume",
+                                              help="Continue this run directory from checkpoints/last.pt."),
         plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal.")) -> None:
     """Train headless; progress on stdout, everything in the run directory."""
     from ebjdat_engine.recipe import RecipeError, resolve
@@ -119,10 +120,9 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
 
     from ebjdat_engine.data import DataError
     from ebjdat_engine.rundir import RunDirError
-    from ebjdat_engine.train.runtime import DeviceError
-    from ebjdat_engine.train.session import resolve_for_resume
     from ebjdat_engine.rundir.checkpoint import DiskFullError
-    from ebjdat_engine.train.session import Interrupted, StoppedBeforeStart
+    from ebjdat_engine.train.runtime import DeviceError
+    from ebjdat_engine.train.session import Interrupted, StoppedBeforeStart, resolve_for_resume
     from ebjdat_engine.train.session import run as run_training
 
     from .progress import make_progress
@@ -167,7 +167,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
     if result.status == "stopped":
         lines.append(f"  continue with: ebjdat run --resume {result.run_dir}")
     if result.status == "collapsed":
-        lines.append(f"  collapsed (see the alarm events); last healthy state: {result.run_dir / 'checkpoints' / 'last.pt'}")
+        lines.append(f"  collapsed (see the alarm events); last healthy state: "
+                     f"{result.run_dir / 'checkpoints' / 'last.pt'}")
     from .progress import best_effort
 
     best_effort(lambda: [typer.echo(line) for line in lines] and sys.stdout.flush())
@@ -191,26 +192,50 @@ def _beside_text(metric: dict, key: str, spec: str, beats: str = "beats_init") -
 
 @app.command("eval")
 def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
-          ckpt: str = typer.Option("best", "--ckpt", help="'best' (falls back to 'last'), 'last' or a checkpoint path."),
+          ckpt: str = typer.Option("best", "--ckpt",
+                                   help="'best' (falls back to 'last'), 'last' or a checkpoint path."),
           n: int = typer.Option(1000, "--n", help="Test points (0: the whole test set)."),
-          attacks: str = typer.Option("standard", "--attacks", help="'standard' AutoAttack, or a comma list: apgd-ce,apgd-t,fab-t,square,apgd-dlr,fab."),
+          attacks: str = typer.Option("standard", "--attacks",
+                                      help="'standard' AutoAttack, or a comma list: "
+                                           "apgd-ce,apgd-t,fab-t,square,apgd-dlr,fab."),
           eps: str = typer.Option("8/255", "--eps", help="Budget in pixel units of [0, 1] images."),
           norm: str = typer.Option("linf", "--norm", help="'linf' or 'l2'."),
-          fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID with torch-fidelity, for the samples, the floor and the init baseline (default: on a GPU only; Inception costs ~0.2 s/image on a CPU)."),
-          inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="torch-fidelity Inception weights file (offline)."),
-          n_samples: int = typer.Option(0, "--n-samples", help="Generated samples (and init-baseline draws) for fd_ref / FID (0: 1000); the energy landscape uses the first --n of them."),
-          samples: str = typer.Option("auto", "--samples", help="Generated samples from 'buffer', 'fresh' chains, or 'auto' (buffer when the run has one)."),
-          device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ... (default: cuda when present)."),
+          fid: Optional[bool] = typer.Option(None, "--fid/--no-fid",
+                                             help="FID/KID with torch-fidelity, for the samples, the floor and the "
+                                                  "init baseline (default: on a GPU only; Inception costs "
+                                                  "~0.2 s/image on a CPU)."),
+          inception_weights: Optional[str] = typer.Option(None, "--inception-weights",
+                                                          help="torch-fidelity Inception weights file (offline)."),
+          n_samples: int = typer.Option(0, "--n-samples",
+                                        help="Generated samples (and init-baseline draws) for fd_ref / FID (0: 1000); "
+                                             "the energy landscape uses the first --n of them."),
+          samples: str = typer.Option("auto", "--samples",
+                                      help="Generated samples from 'buffer', 'fresh' chains, or 'auto' "
+                                           "(buffer when the run has one)."),
+          device: Optional[str] = typer.Option(None, "--device",
+                                               help="'cpu', 'cuda', ... (default: cuda when present)."),
           pgd_steps: int = typer.Option(20, "--pgd-steps", help="PGD steps (step eps/4, random start)."),
-          robust_only: bool = typer.Option(False, "--robust-only", help="Clean, PGD and AutoAttack only: no energy landscape, no generation metrics."),
-          weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
+          robust_only: bool = typer.Option(False, "--robust-only",
+                                           help="Clean, PGD and AutoAttack only: no energy landscape, "
+                                                "no generation metrics."),
+          weights: str = typer.Option("auto", "--weights",
+                                      help="'auto' (the EMA copy when the run was trained with train.ema), "
+                                           "'ema' or 'raw'."),
           json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Write the result files here instead of RUN/eval (e.g. a read-only run)."),
-          seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts, of the samples and of the init baseline's draws."),
-          chain_lengths: Optional[str] = typer.Option(None, "--chain-lengths", help="Comma list of chain lengths, e.g. 0,5,10,20,50,100: fd_ref of --n-samples fresh chains of each length from the init (0: the init draws), and whether the model generates or only refines its init (digits, Fashion-MNIST).")) -> None:
+          out: Optional[Path] = typer.Option(None, "--out",
+                                             help="Write the result files here instead of RUN/eval "
+                                                  "(e.g. a read-only run)."),
+          seed: int = typer.Option(0, "--seed",
+                                   help="Seed of the attacks' random starts, of the samples and of the init "
+                                        "baseline's draws."),
+          chain_lengths: Optional[str] = typer.Option(None, "--chain-lengths",
+                                                      help="Comma list of chain lengths, e.g. 0,5,10,20,50,100: fd_ref "
+                                                           "of --n-samples fresh chains of each length from the init "
+                                                           "(0: the init draws), and whether the model generates or "
+                                                           "only refines its init (digits, Fashion-MNIST).")) -> None:
     """Evaluate a run by the standard protocol: clean, PGD-20, AutoAttack, energy landscape, fd_ref/FID.
 
-    Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""
+    Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""  # noqa: E501 (typer prints this docstring as --help and keeps its line breaks)
 
     from ebjdat_engine.eval.evaluate import evaluate
     from ebjdat_engine.eval.loading import LoadError
@@ -249,13 +274,17 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         except ValueError:
             lengths = (-1,)
         if not lengths or any(k < 0 for k in lengths):
-            _err(f"ebjdat eval: --chain-lengths {chain_lengths}: give a comma list of steps >= 0, e.g. 0,5,10,20,50,100")
+            _err(f"ebjdat eval: --chain-lengths {chain_lengths}: give a comma list of steps >= 0, "
+                 f"e.g. 0,5,10,20,50,100")
             raise typer.Exit(EXIT_BAD_INPUT)
         if robust_only:
             _err("ebjdat eval: --chain-lengths measures generation; it cannot go with --robust-only")
             raise typer.Exit(EXIT_BAD_INPUT)
     dev = _device(device, "eval")
-    log = (lambda text: typer.echo(f"eval: {text}", err=True))
+
+    def log(text: str) -> None:
+        typer.echo(f"eval: {text}", err=True)
+
     try:
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
@@ -284,8 +313,10 @@ def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
                f"{result['checkpoint']['kind']} step {result['checkpoint']['step']} ({result['checkpoint']['weights']} "
                f"weights), {result['n']} test points")
     typer.echo(f"  clean       {result['clean_acc']:.4f}")
-    typer.echo(f"  {'PGD-' + str(p['pgd']['steps']):<12}{result['pgd_acc']:.4f}   ({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
-    typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   ({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
+    typer.echo(f"  {'PGD-' + str(p['pgd']['steps']):<12}{result['pgd_acc']:.4f}   "
+               f"({p['pgd']['norm']} eps {p['pgd']['eps_text']} pixel, step eps/4, random start)")
+    typer.echo(f"  AutoAttack  {result['aa_acc']:.4f}   "
+               f"({p['autoattack']['version']}: {', '.join(p['autoattack']['attacks'])}; {p['autoattack']['package']})")
     if robust_only:
         if "files" in result:
             typer.echo(f"  results     {result['files']['json']}")
@@ -308,7 +339,8 @@ def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
     fid_block = gen.get("fid", {})
     if fid_block.get("fid") is not None:
         typer.echo(f"  FID         {fid_block['fid']:.3f}   {_beside_text(fid_block, 'fid', '.3f')}")
-        typer.echo(f"  KID         {fid_block['kid_mean']:.5f}   {_beside_text(fid_block, 'kid_mean', '.5f', 'kid_beats_init')}")
+        typer.echo(f"  KID         {fid_block['kid_mean']:.5f}   "
+                   f"{_beside_text(fid_block, 'kid_mean', '.5f', 'kid_beats_init')}")
     else:
         typer.echo(f"  FID         not computed: {fid_block.get('skipped') or fid_block.get('unavailable')}")
     if "files" in result:
@@ -318,13 +350,18 @@ def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
 @app.command()
 def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoint file)."),
            n: int = typer.Option(64, "--n", help="Number of samples."),
-           klass: Optional[int] = typer.Option(None, "--class", help="Sample class K (class-conditional f(x, K) = l_K(x))."),
-           steps: Optional[int] = typer.Option(None, "--steps", help="Chain steps (default: the run's sampler.n_steps, the short run it was trained with)."),
+           klass: Optional[int] = typer.Option(None, "--class",
+                                               help="Sample class K (class-conditional f(x, K) = l_K(x))."),
+           steps: Optional[int] = typer.Option(None, "--steps",
+                                               help="Chain steps (default: the run's sampler.n_steps, "
+                                                    "the short run it was trained with)."),
            source: str = typer.Option("fresh", "--source", help="'fresh' chains or the run's replay 'buffer'."),
            ckpt: str = typer.Option("best", "--ckpt", help="'best', 'last' or a checkpoint path."),
            out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default RUN/samples/<time>.png)."),
            device: Optional[str] = typer.Option(None, "--device", help="'cpu', 'cuda', ..."),
-           weights: str = typer.Option("auto", "--weights", help="'auto' (the EMA copy when the run was trained with train.ema), 'ema' or 'raw'."),
+           weights: str = typer.Option("auto", "--weights",
+                                       help="'auto' (the EMA copy when the run was trained with train.ema), "
+                                            "'ema' or 'raw'."),
            seed: int = typer.Option(0, "--seed", help="Seed of the chains.")) -> None:
     """Draw samples from a trained run and write a PNG grid."""
     import datetime as _dt
@@ -392,7 +429,8 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
 def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
           set_: List[str] = typer.Option([], "--set", help=SET_HELP),
           steps: int = typer.Option(5, "--steps", help="Timed iterations."),
-          warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed iterations first (default: 3 on a GPU, 1 on a CPU)."),
+          warmup: Optional[int] = typer.Option(None, "--warmup",
+                                               help="Untimed iterations first (default: 3 on a GPU, 1 on a CPU)."),
           json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Measure one training iteration: time per phase, images/s, FLOPs per image in F, MFU."""
     import json as _json
@@ -435,9 +473,12 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
 
 
 @app.command()
-def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate and start (a run directory is attached to)."),
+def tui(recipe: Optional[Path] = typer.Argument(None,
+                                                help="Recipe to validate and start (a run directory is attached to)."),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-        attach: Optional[Path] = typer.Option(None, "--attach", help="Watch this run directory (running or finished) instead of starting a job.")) -> None:
+        attach: Optional[Path] = typer.Option(None, "--attach",
+                                              help="Watch this run directory (running or finished) "
+                                                   "instead of starting a job.")) -> None:
     """Start a job and watch it in a terminal dashboard, or --attach to a run.
 
     The job runs detached (it survives the TUI and the SSH session); quitting asks whether to
@@ -467,9 +508,12 @@ def tui(recipe: Optional[Path] = typer.Argument(None, help="Recipe to validate a
 
 @app.command()
 def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[study], \\[protocol], \\[\\[arm]])."),
-          jobs: Optional[int] = typer.Option(None, "--jobs", help="Runs trained and evaluated at once (default: the study's jobs)."),
+          jobs: Optional[int] = typer.Option(None, "--jobs",
+                                             help="Runs trained and evaluated at once (default: the study's jobs)."),
           plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
-          check: bool = typer.Option(False, "--check", help="Validate the study (every arm x seed) and print its plan; run nothing.")) -> None:
+          check: bool = typer.Option(False, "--check",
+                                     help="Validate the study (every arm x seed) and print its plan; "
+                                          "run nothing.")) -> None:
     """Run a study: arms x seeds as runs, each evaluated by one protocol, then tabled and plotted.
 
     Each run is an ordinary run directory under <study file's folder>/<name>/runs/; the study
@@ -511,7 +555,9 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
 
 
 @app.command()
-def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their latest full evaluation) or evaluation JSON files."),
+def compare(runs: List[Path] = typer.Argument(...,
+                                              help="Run directories (their latest full evaluation) or evaluation "
+                                                   "JSON files."),
             md: bool = typer.Option(False, "--md", help="A Markdown table."),
             csv_out: bool = typer.Option(False, "--csv", help="CSV (raw fractions)."),
             json_out: bool = typer.Option(False, "--json", help="JSON (every number and protocol).")) -> None:
@@ -523,8 +569,8 @@ def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their 
     import json as _json
 
     from ebjdat_engine.study import CompareError
-    from ebjdat_engine.study.compare import compare as build
     from ebjdat_engine.study.compare import HEADERS, protocol_note, table_rows, to_csv, to_markdown
+    from ebjdat_engine.study.compare import compare as build
 
     if sum((md, csv_out, json_out)) > 1:
         _err("ebjdat compare: choose one of --md, --csv, --json")
@@ -562,8 +608,12 @@ def compare(runs: List[Path] = typer.Argument(..., help="Run directories (their 
 
 
 @app.command()
-def export(runs: List[Path] = typer.Argument(..., help="Run directories (several: one TensorBoard run each, DIR/<run name>)."),
-           tensorboard: Path = typer.Option(..., "--tensorboard", help="Write TensorBoard event files here (a new or empty directory); then: tensorboard --logdir DIR.")) -> None:
+def export(runs: List[Path] = typer.Argument(...,
+                                             help="Run directories (several: one TensorBoard run each, "
+                                                  "DIR/<run name>)."),
+           tensorboard: Path = typer.Option(..., "--tensorboard",
+                                            help="Write TensorBoard event files here (a new or empty directory); then: "
+                                                 "tensorboard --logdir DIR.")) -> None:
     """Export runs to TensorBoard: metrics as scalars, energy histograms as histograms, sample grids as
     images, evaluations as scalars with their protocol as text.
 
@@ -578,8 +628,8 @@ def export(runs: List[Path] = typer.Argument(..., help="Run directories (several
         raise typer.Exit(EXIT_BAD_INPUT)
     for run in runs:
         if not run.is_dir() or not is_run_dir(run):
-            _err(f"ebjdat export: {run} is not a run directory (no events.jsonl or recipe.toml); give a directory under "
-                 f"runs/ (ebjdat ls lists them)")
+            _err(f"ebjdat export: {run} is not a run directory (no events.jsonl or recipe.toml); "
+                 f"give a directory under runs/ (ebjdat ls lists them)")
             raise typer.Exit(EXIT_BAD_INPUT)
     names = [run.resolve().name for run in runs]
     if len(set(names)) != len(names):
@@ -605,7 +655,8 @@ def export(runs: List[Path] = typer.Argument(..., help="Run directories (several
         except OSError as e:
             _err(f"ebjdat export: cannot write {target} ({e.strerror or e}); choose a writable directory")
             raise typer.Exit(EXIT_BAD_INPUT)
-        typer.echo(f"{run} -> {target}: " + ", ".join(f"{counts[k]} {k}" for k in ("scalars", "histograms", "images", "texts")))
+        typer.echo(f"{run} -> {target}: "
+                   + ", ".join(f"{counts[k]} {k}" for k in ("scalars", "histograms", "images", "texts")))
     typer.echo(f"view: tensorboard --logdir {tensorboard}")
 
 
@@ -641,7 +692,8 @@ def ls_(runs_dir: Path = typer.Argument(Path("runs"), help="Directory of runs (o
     else:
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
         for row in (header, *rows):
-            typer.echo("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            typer.echo("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(row, widths))).rstrip())
 
 
 data_app = typer.Typer(help="Datasets: decode image folders into ebjdat's shard cache.",
@@ -653,7 +705,8 @@ app.add_typer(data_app, name="data")
 def data_prepare(recipe: Path = typer.Argument(..., help="Recipe whose \\[data] names an image folder."),
                  set_: List[str] = typer.Option([], "--set", help=SET_HELP),
                  workers: int = typer.Option(0, "--workers", help="Decoding processes (0: min(8, CPUs))."),
-                 force: bool = typer.Option(False, "--force", help="Rebuild the cache even when it is up to date.")) -> None:
+                 force: bool = typer.Option(False, "--force",
+                                            help="Rebuild the cache even when it is up to date.")) -> None:
     """Decode and resize an image folder once into a uint8 shard cache (data.cache) that training reads.
 
     Also prepares sampler.seed_folder (DAT's out-of-distribution seeds) when the recipe names one.

@@ -45,12 +45,14 @@ def event_line(event: dict[str, Any]) -> str | None:
     if kind == "generation":
         ref = event.get("reference") or {}
         trained = f"; reference CNN trained in {ref['seconds']:.1f} s" if ref.get("trained_now") else ""
-        return (f"gen   step {event['step']}: fd_ref {_fmt(event.get('fd_ref'))} (init {_fmt(event.get('init_baseline'))}, "
+        return (f"gen   step {event['step']}: fd_ref {_fmt(event.get('fd_ref'))} "
+                f"(init {_fmt(event.get('init_baseline'))}, "
                 f"floor {_fmt(event.get('floor'))}, n={event.get('n')}){trained}")
     if kind == "checkpoint":
         return None
     if kind == "alarm":
-        return f"ALARM step {event['step']}: {event.get('detector')}: {event.get('message', '')} -> {event.get('action')}"
+        return (f"ALARM step {event['step']}: {event.get('detector')}: {event.get('message', '')} "
+                f"-> {event.get('action')}")
     if kind == "end":
         extra = event.get("reason") or event.get("error") or ""
         return f"end: {event.get('status')} at step {event['step']}" + (f" ({extra})" if extra else "")

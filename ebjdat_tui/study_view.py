@@ -8,8 +8,6 @@ a `StudyView` into its header, table and detail lines.
 
 from __future__ import annotations
 
-from ebjdat_engine.study.table import finite_number
-
 import datetime as dt
 import json
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.study.table import finite_number
 
 from .fmt import fmt_age
 from .runs import RunSummary, summarize

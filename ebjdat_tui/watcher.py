@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from textual.message import Message
 
-from ebjdat_engine.rundir.events import EventTail
 from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir.events import EventTail
 
-from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .liveness import LIVE, job_status, process_alive, read_meta
+from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .reducer import RunState
 from .runs import newest_sample, read_recipe_text, resolve_sample_path
 

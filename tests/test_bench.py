@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import ebjdat
+
 from ebjdat_engine.recipe import resolve
 from ebjdat_engine.train.bench import bench
 

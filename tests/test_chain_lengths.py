@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RECIPE, ebjdat
 
 from ebjdat_engine.eval.generation import chain_verdict
 from ebjdat_engine.recipe import RecipeError, resolve
 from ebjdat_engine.study import load_study
 from ebjdat_engine.train.session import run
-
-from conftest import TINY_RECIPE, ebjdat
 
 
 def pts(*values):

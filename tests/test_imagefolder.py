@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_RECIPE, ebjdat
+
 from ebjdat_engine.data import DataError, DeviceLoader, ImageSplit, StreamLoader
 from ebjdat_engine.data import imagefolder as folder
 from ebjdat_engine.data.host import HostImages

@@ -3,7 +3,6 @@ WRN depth validation, initialisation, and the JEM energy sign convention (ALGORI
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn

@@ -12,12 +12,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import ebjdat
+
 from ebjdat_engine.data import DataError
 from ebjdat_engine.recipe import RecipeError, resolve
-from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.rundir import RunDirError, RunLock
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import resolve_for_resume, run
 
 
@@ -185,7 +185,8 @@ def test_sizes_and_cli_values_are_checked(tiny_recipe, tmp_path):
     assert not (tmp_path / "runs").exists()
     nowhere = str(tmp_path / "no-run")
     for args, message in ((("sample", nowhere, "--n", "-3"), "--n -3"), (("sample", nowhere, "--n", "0"), "--n 0"),
-                          (("eval", nowhere, "--n", "-5"), "--n -5"), (("eval", nowhere, "--eps", "300/255"), "(0, 1]")):
+                          (("eval", nowhere, "--n", "-5"), "--n -5"),
+                          (("eval", nowhere, "--eps", "300/255"), "(0, 1]")):
         res = ebjdat(*args)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
     from ebjdat_engine.eval.loading import LoadError, find_checkpoint

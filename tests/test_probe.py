@@ -18,8 +18,8 @@ from ebjdat_engine.monitor.generated import GeneratedSource, seeded
 from ebjdat_engine.monitor.generation import GenerationTrace
 from ebjdat_engine.monitor.probe import EnergyProbe, heldout_split
 from ebjdat_engine.recipe import DataConfig, MonitorConfig, resolve
-from ebjdat_engine.samplers import ReplayBuffer
 from ebjdat_engine.rundir.events import read_events
+from ebjdat_engine.samplers import ReplayBuffer
 from ebjdat_engine.train.session import run
 
 torch.set_num_threads(1)

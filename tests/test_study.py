@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RECIPE, ebjdat
 
 from ebjdat_engine.recipe import RecipeError
+from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.study import load_study
 from ebjdat_engine.study.compare import compare
 from ebjdat_engine.study.table import fmt_mean_std, protocol_differences
-from ebjdat_engine.rundir.events import read_events
-
-from conftest import TINY_RECIPE, ebjdat
 
 STUDY = """
 [study]
@@ -295,7 +294,8 @@ def test_readme_result_tables_are_the_shipped_studies_results():
 def test_readme_tables_extracts_each_table_with_its_caption():
     from ebjdat_engine.study.readme import refresh, tables
 
-    md = "# T\n\nIntro.\n\nCaption one:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nNotes.\n\nCaption two:\n\n| c |\n|---|\n| 3 |\n"
+    md = ("# T\n\nIntro.\n\nCaption one:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+          "Notes.\n\nCaption two:\n\n| c |\n|---|\n| 3 |\n")
     assert tables(md) == "Caption one:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nCaption two:\n\n| c |\n|---|\n| 3 |\n"
     import tempfile
 

@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("tensorboard", reason="TensorBoard is not installed (pip install 'ebjdat[tb]')")
 
+from conftest import ebjdat, write_tiny_recipe  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import ebjdat, write_tiny_recipe  # noqa: E402
 from ebjdat_engine.eval.evaluate import evaluate  # noqa: E402
 from ebjdat_engine.export import tensorboard as tb  # noqa: E402
 from ebjdat_engine.recipe import RecipeError, resolve  # noqa: E402
@@ -120,7 +120,8 @@ def test_export_refuses_what_it_cannot_do(mirrored, tmp_path):
     (other / "events.jsonl").write_text((mirrored / "events.jsonl").read_text())
     done = cli.invoke(app, ["export", str(mirrored), str(other), "--tensorboard", str(tmp_path / "many")])
     assert done.exit_code == 0, done.output
-    assert _read(tmp_path / "many" / "other").Tags()["scalars"] == _read(tmp_path / "many" / mirrored.name).Tags()["scalars"]
+    assert (_read(tmp_path / "many" / "other").Tags()["scalars"]
+            == _read(tmp_path / "many" / mirrored.name).Tags()["scalars"])
 
 
 def test_export_drops_the_tail_a_resume_redid():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ebjdat
+
 from ebjdat_engine.recipe import from_toml_text, resolve
 from ebjdat_engine.rundir.checkpoint import load_checkpoint
 from ebjdat_engine.rundir.events import read_events

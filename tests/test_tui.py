@@ -10,8 +10,18 @@ import threading
 from pathlib import Path
 
 import pytest
-from tui_helpers import (ALARMS, append, check_snapshot, copy_run, fake_job, run_app,
-                              screen_text, set_job, shown, wait_for)
+from tui_helpers import (
+    ALARMS,
+    append,
+    check_snapshot,
+    copy_run,
+    fake_job,
+    run_app,
+    screen_text,
+    set_job,
+    shown,
+    wait_for,
+)
 
 from ebjdat_tui.app import create_app
 from ebjdat_tui.messages import RunUpdated

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from tui_helpers import run_app, screen_text, wait_for
 
-from conftest import REPO
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.app import create_app
 from ebjdat_tui.liveness import read_meta

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ebjdat
 from tui_helpers import RECORDED, append, copy_run, fake_job, set_job
 
-from conftest import ebjdat
 from ebjdat_engine.recipe import resolve
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_tui.launch import job_argv, make_run_dir, planned_run_dir
-from ebjdat_tui.messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from ebjdat_tui.liveness import job_status, process_alive
+from ebjdat_tui.messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from ebjdat_tui.reducer import RunState, Series
 from ebjdat_tui.runs import summarize
 from ebjdat_tui.watcher import RunWatcher
@@ -199,7 +199,8 @@ def test_watcher_reports_a_launch_that_failed_with_the_log_tail(tmp_path: Path):
     run = tmp_path / "run"
     run.mkdir()
     with open(run / "stdout.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", "import sys; print('ebjdat run: no dataset at /x'); sys.exit(2)"],
+        proc = subprocess.Popen([sys.executable, "-c",
+                                 "import sys; print('ebjdat run: no dataset at /x'); sys.exit(2)"],
                                 stdout=log, stderr=subprocess.STDOUT)
     proc.wait()
     out = RunWatcher(run, print, process=proc).poll_once()
@@ -307,7 +308,8 @@ def test_eval_rows_carry_their_protocol():
 def test_summarize_and_ls(tmp_path: Path):
     run = copy_run(tmp_path / "runs" / "quickstart-rec")
     s = summarize(run)
-    assert (s.method, s.status, s.step, s.total, s.clean_acc, s.aa_acc) == ("ebjdat/jempp", "finished", 60, 60, 0.905, 0.77)
+    assert ((s.method, s.status, s.step, s.total, s.clean_acc, s.aa_acc)
+            == ("ebjdat/jempp", "finished", 60, 60, 0.905, 0.77))
     out = ebjdat("ls", str(tmp_path / "runs"))
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()

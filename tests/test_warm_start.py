@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 import torch
-
 from conftest import ebjdat
+
 from ebjdat_engine.eval.loading import load_run
 from ebjdat_engine.models import build_model
 from ebjdat_engine.models.fold import FoldError, folded_state_dict

@@ -69,9 +69,9 @@ def autoaugment(x: torch.Tensor, policy: str, seed: int, group_size: int = 16, *
     Global group g covers global rows [g*group_size, (g+1)*group_size) of a batch of `total`
     images (default: x is the whole batch) and gets one sub-policy draw, seeded with
     `derive_seed(seed, g)` inside `torch.random.fork_rng`, so the caller's RNG state is
-    untouched and the result is a pure function of (x, policy, seed, rows, total). Only the groups overlapping `rows` are computed, on
-    the rows x holds; every op is per-image, so a rank's share equals the corresponding slice of
-    the full-batch result. Returns a new uint8 tensor of x's shape on x's device.
+    untouched and the result is a pure function of (x, policy, seed, rows, total). Only the groups
+    overlapping `rows` are computed, on the rows x holds; every op is per-image, so a rank's share
+    equals the corresponding slice of the full-batch result. Returns a new uint8 tensor of x's shape on x's device.
 
     Grey images (C = 1) work: every op accepts them, and "Color" (saturation) is the identity
     on them. Geometric ops (shear, translate, rotate) fill with 0.

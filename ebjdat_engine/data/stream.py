@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from .loader import BatchPlan, _PERM_STREAM, derive_seed
+from .loader import _PERM_STREAM, BatchPlan, derive_seed
 from .registry import ImageSplit
 from .sources import DataError
 

@@ -21,8 +21,8 @@ import torch
 
 from ..data import DataSplits, load_dataset
 from ..recipe.fields import parse_budget
-from ..rundir.events import EventWriter, Listener
 from ..rundir import write_text_atomic
+from ..rundir.events import EventWriter, Listener
 from .generation import buffer_of, chain_length_curve, draw_buffer, fresh_chains, init_baseline
 from .grid import save_grid
 from .landscape import energies, energy_landscape, plot_histogram
@@ -67,7 +67,8 @@ def generation_block(run, splits: DataSplits, x_gen: torch.Tensor, gen_info: dic
     init, under ``chain_lengths`` with a verdict (generator / short-run refiner / none).
     """
     from .fd_ref import fd_ref, reference_classifier, reference_features
-    from .fid import generation_metrics, inception_weights as find_weights
+    from .fid import generation_metrics
+    from .fid import inception_weights as find_weights
 
     data = run.recipe.data
     out: dict[str, Any] = {"samples": gen_info}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def _as_float64(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """A float64 host copy of a tensor or array."""
     if isinstance(x, torch.Tensor):

@@ -20,7 +20,6 @@ from ..samplers import ReplayBuffer, bn_mode, generative_pgd, pyld, sgld
 from .loading import LoadedRun
 
 
-
 class ClassLogit(nn.Module):
     """l_k(x) as a one-column logit matrix: SGLD on logsumexp of it is SGLD on f(x, k) = l_k(x),
     the class-conditional negative energy -E(x, k)."""
@@ -107,7 +106,8 @@ def fresh_chains(run: LoadedRun, n: int, device: torch.device, *, steps: int | N
     (PYLD for JEM++ bases, DAT's generative PGD for DAT, SGLD otherwise), BatchNorm in eval mode.
     `steps` defaults to the run's `sampler.n_steps`: the short run the model was trained with
     (longer chains than that overshoot on the quickstart: fd_ref 1.56 after 5 PYLD steps, 3.23
-    after 10, class-Gaussian init 1.45). `splits`: the run's data when the caller has loaded it already (data-fitted inits need it)."""
+    after 10, class-Gaussian init 1.45). `splits`: the run's data when the caller has loaded it already (data-fitted
+    inits need it)."""
     recipe, model = run.recipe, run.model.to(device).eval()
     s, m = recipe.sampler, recipe.method
     steps = steps if steps is not None else s.n_steps

@@ -171,7 +171,8 @@ class Mirror:
                 "batch_size", "n_train", "n_valid", "n_test", "placement", "data_source",
                 "resumed_from", "init_from")
         heading = "resumed" if e.get("resumed_from") is not None else "started"
-        self.text("run/start", f"**{heading}** at step {step}\n\n" + _code({k: e.get(k) for k in keep if k in e}), step, t)
+        self.text("run/start", f"**{heading}** at step {step}\n\n" + _code({k: e.get(k) for k in keep if k in e}),
+                  step, t)
         try:
             recipe = (self.run_dir / RECIPE_FILE).read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -360,5 +361,5 @@ def mirror_into_run(run_dir: str | Path, purge_step: int | None = None) -> "Live
         return None
 
 
-__all__ = ["LiveMirror", "Mirror", "TensorBoardMissing", "effective_events", "export_run", "mirror_into_run", "missing_reason",
-           "summary_writer"]
+__all__ = ["LiveMirror", "Mirror", "TensorBoardMissing", "effective_events", "export_run", "mirror_into_run",
+           "missing_reason", "summary_writer"]

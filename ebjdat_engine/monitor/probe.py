@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..eval.landscape import energies as eval_energies, energy_landscape
+from ..eval.landscape import energies as eval_energies
+from ..eval.landscape import energy_landscape
 from ..eval.robustness import pgd_examples, pgd_protocol
 from ..recipe import MonitorConfig
 from ..samplers import bn_mode

@@ -137,7 +137,8 @@ class DataConfig:
                       "holding train/ and val/.")
     classes: list[str] = field(list, "imagefolder: class folder names, in label order (empty: every "
                                "folder under train/, sorted). Listed names missing from the folder "
-                               "are reported and left out. A string is a file of names (data.classes_file).", factory=True)
+                               "are reported and left out. A string is a file of names (data.classes_file).",
+                               factory=True)
     classes_file: str = field("", "imagefolder: a text file of class folder names, one a line (# "
                               "comments), instead of data.classes. Relative to the working directory.")
     resolution: int = field(64, "imagefolder: images are resized (shorter side) and centre-cropped "

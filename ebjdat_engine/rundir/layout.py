@@ -179,7 +179,8 @@ def collect_meta(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(device) if device.startswith("cuda")
+                        else platform.processor() or platform.machine()),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "argv": sys.argv,

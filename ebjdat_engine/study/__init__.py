@@ -13,9 +13,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .schema import Study, load_study
+
+if TYPE_CHECKING:  # for the annotation only: at runtime Listener loads lazily (see _LAZY)
+    from .runner import Listener
 
 #: Names re-exported from the modules that import torch, loaded on first access. (`compare` the
 #: function lives in `study.compare`; the package attribute of that name is the module.)

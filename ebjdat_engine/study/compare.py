@@ -14,8 +14,16 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from .table import (COLUMNS, fmt_protocol, fmt_value, latest_eval, protocol_differences, protocol_of,
-                    row_of, training_stats)
+from .table import (
+    COLUMNS,
+    fmt_protocol,
+    fmt_value,
+    latest_eval,
+    protocol_differences,
+    protocol_of,
+    row_of,
+    training_stats,
+)
 
 
 class CompareError(Exception):

@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-
 SHORT = {"clean": "clean", "adversarial": "adv", "generated": "gen"}
 
 

@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 from ..recipe import from_toml_text
 from ..recipe.load import RecipeError
-from ..rundir.checkpoint import CHECKPOINT_DIR
 from ..rundir import RECIPE_FILE
+from ..rundir.checkpoint import CHECKPOINT_DIR
 from .schema import Arm, Study, protocol_options
 from .table import eval_results, row_of, training_stats
 

@@ -138,7 +138,8 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
     gaps = (result.get("energy") or {}).get("gaps") or {}
     row = {"clean": finite_number(result.get("clean_acc")), "pgd": finite_number(result.get("pgd_acc")),
            "aa": finite_number(result.get("aa_acc")),
-           "fd_ref": finite_number(fd.get("fd_ref")), "fd_ref_init": finite_number((fd.get("init_baseline") or {}).get("fd_ref")),
+           "fd_ref": finite_number(fd.get("fd_ref")),
+           "fd_ref_init": finite_number((fd.get("init_baseline") or {}).get("fd_ref")),
            "fd_ref_floor": finite_number((fd.get("floor") or {}).get("fd_ref")),
            "beats_init": fd.get("beats_init"),
            "gap_clean_adv": finite_number(gaps.get("clean_minus_adversarial")),
@@ -146,7 +147,8 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
            "train_s": None, "images_per_s": None}
     fid = gen.get("fid") or {}
     if finite_number(fid.get("fid")) is not None:
-        row.update(fid=finite_number(fid.get("fid")), fid_init=finite_number((fid.get("init_baseline") or {}).get("fid")),
+        row.update(fid=finite_number(fid.get("fid")),
+                   fid_init=finite_number((fid.get("init_baseline") or {}).get("fid")),
                    fid_floor=finite_number((fid.get("floor") or {}).get("fid")))
     chains = gen.get("chain_lengths") or {}
     if chains.get("points"):

@@ -30,10 +30,10 @@ from ..monitor.generation import GenerationTrace
 from ..monitor.probe import EnergyProbe
 from ..recipe import Recipe, to_toml
 from ..rundir import control
-from . import distributed
 from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
-from .ema import WeightEMA
 from ..rundir.events import EventWriter
+from . import distributed
+from .ema import WeightEMA
 from .optim import build_optimizer, build_schedule, lr_factor
 from .runtime import autocast, grad_scaler
 from .sam import bn_stats_frozen

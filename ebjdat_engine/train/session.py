@@ -24,10 +24,8 @@ from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
 from ..recipe.schema import BASES
 from ..rundir import control
-from . import distributed
 from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
 from ..rundir.events import EventWriter, Listener, read_events
-from .loop import Trainer, planned_steps
 from ..rundir.layout import (
     RECIPE_FILE,
     RunDirError,
@@ -41,6 +39,8 @@ from ..rundir.layout import (
     write_meta,
     write_text_atomic,
 )
+from . import distributed
+from .loop import Trainer, planned_steps
 from .runtime import autocast, configure, resolve_device, seed_everything
 
 #: when this process started: control requests older than this were left by an earlier job
