@@ -268,6 +268,22 @@ def test_cnn_width_scales_channels() -> None:
     assert n_params(m2) > 3 * n_params(m1)
 
 
+def test_cnn_pool_keeps_the_spatial_layout_for_the_head() -> None:
+    """model.pool = 7 on 28x28: the head reads the whole 7x7 map (64w x 49 features), where the
+    default (1) is global average pooling; the pooled trunk is exactly the flattened conv map."""
+    torch.manual_seed(0)
+    gap = build_model(small_cfg("cnn", width=1, norm="group"), (1, 28, 28), 10)
+    flat = build_model(small_cfg("cnn", width=1, norm="group", pool=7), (1, 28, 28), 10)
+    assert gap.feature_dim == 64 and gap.head.in_features == 64
+    assert flat.feature_dim == 64 * 49 and flat.head.in_features == 64 * 49
+    x = torch.rand(3, 1, 28, 28)
+    assert flat(x).shape == (3, 10)
+    with torch.no_grad():
+        conv_map = flat.body(flat.stem(flat.normalize(x)))
+        assert conv_map.shape[-2:] == (7, 7)
+        torch.testing.assert_close(flat.trunk(flat.stem(flat.normalize(x))), conv_map.flatten(1))
+
+
 def test_build_model_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
         build_model(small_cfg("cnn"), (8, 8), 10)  # type: ignore[arg-type]

@@ -201,6 +201,7 @@ def test_readme_recipe_reference_is_current():
     (['adversary.step_size="0"'], "$.adversary.step_size", "never moves"),
     (['eval.eps="1.5"'], "$.eval.eps", "above 1"),
     (["model.input_mean=7"], "$.model.input_mean", "[0.0, 1.0]"),
+    (['model.arch="wrn"', "model.pool=7"], "$.model.pool", "only arch 'cnn'"),
 ])
 def test_what_cannot_be_built_or_run_is_a_recipe_error(overrides, path, expect):
     """Rules across fields live in the recipe layer: `validate` refuses what `run` would, with the

@@ -7,10 +7,12 @@ in seconds. Layout, with w = ``ModelConfig.width``::
     conv3x3 stride 2 (16w -> 32w)    | norm, LeakyReLU
     conv3x3 (32w -> 32w)             | norm, LeakyReLU
     conv3x3 stride 2 (32w -> 64w)    | norm, LeakyReLU
-    global average pool -> linear head (64w -> n_classes)
+    average pool to p x p -> linear head (64w p^2 -> n_classes),   p = ``ModelConfig.pool``
 
-About 33k parameters at w = 1 on 1-channel 10-class inputs. Global average pooling makes it work
-at any input size >= 1x1 (8x8 -> 2x2, 28x28 -> 7x7, 32x32 -> 8x8 before pooling).
+About 33k parameters at w = 1 on 1-channel 10-class inputs. Global average pooling (p = 1, the
+default) makes it work at any input size >= 1x1 (8x8 -> 2x2, 28x28 -> 7x7, 32x32 -> 8x8 before
+pooling); p = 7 on 28x28 keeps the whole 7x7 map (a flattened head): on Fashion-MNIST, at the
+same cost, 90.3 % test accuracy against 86.7 % for p = 1 after 1,872 steps (README).
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ class SmallCNN(Classifier):
             _conv(c2, c2), norm_from_config(cfg, c2), nn.LeakyReLU(cfg.leak),
             _conv(c2, c3, stride=2), norm_from_config(cfg, c3), nn.LeakyReLU(cfg.leak),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = c3
-        self.head = nn.Linear(c3, n_classes)
+        self.pool_size = cfg.pool
+        self.pool = nn.AdaptiveAvgPool2d(cfg.pool)
+        self.feature_dim = c3 * cfg.pool * cfg.pool
+        self.head = nn.Linear(self.feature_dim, n_classes)
         init_weights(self, cfg.leak)
 
     def trunk(self, h: torch.Tensor) -> torch.Tensor:
-        """Stem output -> conv blocks -> global average pool, (N, 64w)."""
-        return self.pool(self.body(h)).flatten(1)
+        """Stem output -> conv blocks -> average pool to p x p, flattened: (N, 64w p^2)."""
+        h = self.body(h)
+        if h.shape[-2:] != (self.pool_size, self.pool_size):  # already p x p: pooling is the identity
+            h = self.pool(h)
+        return h.flatten(1)

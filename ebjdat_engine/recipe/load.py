@@ -297,6 +297,9 @@ def _buildable(recipe: Recipe) -> list[str]:
     read or any directory made."""
     model, method, adversary = recipe.model, recipe.method, recipe.adversary
     problems = []
+    if model.pool != 1 and model.arch != "cnn":
+        problems.append(f"$.model.pool: only arch 'cnn' pools to more than 1x1 (model.arch is "
+                        f"{model.arch!r}); remove it")
     if model.arch == "wrn" and (problem := wrn_depth_problem(model.depth)):
         problems.append(f"$.model.depth: {problem}")
     if model.arch == "resnet" and (problem := resnet_variant_problem(model.depth, model.width)):

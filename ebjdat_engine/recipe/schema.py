@@ -199,6 +199,10 @@ class ModelConfig:
                               check=in_range(0.0, 1.0))
     input_std: float = field(0.5, "Per-pixel std the model divides by (0.5 maps [0, 1] to [-1, 1] "
                              "as in the JEM line).", check=positive)
+    pool: int = field(1, "'cnn' only: the side of the average-pooled feature map the linear head "
+                      "reads. 1: global average pooling (the JEM line); 7 on 28x28 inputs keeps the "
+                      "7x7 layout (a flattened head: Fashion-MNIST's classes differ by where things are).",
+                      check=at_least(1))
     stem: str = field("auto", "'resnet' only: the first layers. 'small' (3x3 stride-1 convolution, no "
                       "max-pool: CIFAR / downsampled ImageNet), 'large' (torchvision's 7x7 stride-2 "
                       "convolution and 3x3 max-pool: about 1/15 of the FLOPs at the same resolution), "
