@@ -313,3 +313,21 @@ def test_a_study_directory_that_cannot_be_written_is_a_clear_error():
     with pytest.raises(StudyError, match="cannot write the study's directory"):
         with _StudyLock(Path("/proc/ebjdat-no-study")):
             pass
+
+
+def test_an_ebjdat_arm_says_what_differs_from_ebjdats_own_values():
+    """results.md's method column: the resolved pieces, plus w2 / w3 / K / noise where they differ
+    from EB-JDAT's (1, 1, 5, 0), so two arms that differ only there do not read the same."""
+    from ebjdat_engine.study.results import _what
+
+    e = {"profile": "standard", "objective": "energy", "h2": "align", "w_ce": 1.0, "w2": 1.0, "w3": 1.0,
+         "noise": 0.0, "steps": 5}
+    arm = {"method": "ebjdat", "base": "jem", "ebjdat": e}
+    plain = _what(arm)
+    assert plain.startswith("ebjdat on jem: ") and "h2 align, w_ce 1" in plain
+    assert not any(part in plain for part in ("w2", "w3", "K ", "noise"))
+    assert _what({**arm, "ebjdat": {**e, "w3": 2.0}}).endswith("w_ce 1, w3 2")
+    assert _what({**arm, "ebjdat": {**e, "w2": 0.5, "steps": 10, "noise": 0.01}}).endswith(
+        "w_ce 1, w2 0.5, K 10, noise 0.01")
+    assert "w2" not in _what({**arm, "ebjdat": {**e, "h2": "none", "w2": 0.0}})
+    assert _what({"method": "pgd_at", "base": None}) == "pgd_at"

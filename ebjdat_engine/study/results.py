@@ -121,9 +121,17 @@ def _what(arm: dict[str, Any]) -> str:
     e = arm.get("ebjdat")
     if not e:
         return f"{arm['method']} on {arm['base']}"
-    noise = f", noise {e['noise']:g}" if e.get("noise") else ""
+    extra = ""  # what differs from EB-JDAT's own values (K = 5, w2 = w3 = 1), when it does
+    if e["h2"] != "none" and e.get("w2", 1.0) != 1.0:
+        extra += f", w2 {e['w2']:g}"
+    if e.get("w3", 1.0) != 1.0:
+        extra += f", w3 {e['w3']:g}"
+    if e.get("steps", 5) != 5:
+        extra += f", K {e['steps']}"
+    if e.get("noise"):
+        extra += f", noise {e['noise']:g}"
     return (f"{arm['method']} on {arm['base']}: {OBJECTIVE_TEXT.get(e['objective'], e['objective'])}, "
-            f"h2 {e['h2']}, w_ce {e['w_ce']:g}{noise}")
+            f"h2 {e['h2']}, w_ce {e['w_ce']:g}{extra}")
 
 
 def _pick(arms: list[dict[str, Any]], methods: tuple[str, ...], key: str, best) -> dict[str, Any] | None:
