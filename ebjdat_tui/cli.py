@@ -19,6 +19,8 @@ app = typer.Typer(
 
 SET_HELP = "Override a recipe value: section.key=value (value parsed as TOML; repeatable)."
 EXIT_BAD_INPUT = 2
+#: how `ebjdat study` starts each of its runs: this command line, with this interpreter
+EBJDAT_COMMAND = (sys.executable, "-m", "ebjdat_tui.cli")
 #: most samples `ebjdat sample` puts in one PNG grid
 MAX_SAMPLES = 10_000
 
@@ -545,7 +547,7 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
         return
     listener = make_study_progress(True if plain else None)
     try:
-        code = run_study(loaded, listener)
+        code = run_study(loaded, EBJDAT_COMMAND, listener)
     except StudyError as e:
         listener.close()
         _err(f"ebjdat study: {e}")

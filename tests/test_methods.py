@@ -140,7 +140,7 @@ def test_adaptive_sam_scales_the_ascent_by_weight_magnitude():
 
 
 def test_sam_second_pass_does_not_move_bn_running_stats():
-    from ebjdat_engine.train.sam import bn_stats_frozen
+    from ebjdat_engine.models.normalize import bn_stats_frozen
 
     bn = torch.nn.BatchNorm2d(3, momentum=0.9)
     before = bn.running_mean.clone()

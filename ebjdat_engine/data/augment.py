@@ -12,6 +12,7 @@ its share of a global batch thereby gets exactly the rows the whole batch would 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -58,3 +59,9 @@ def add_noise(x: torch.Tensor, std: float, generator: torch.Generator, *,
     shape = (total or x.shape[0], *x.shape[1:])
     noise = _share(torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype), rows)
     return x + std * noise
+
+
+def derive_seed(*numbers: int) -> int:
+    """Mix non-negative integers into one 63-bit seed (numpy's SeedSequence, host-side only)."""
+    state = np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & (2**63 - 1)

@@ -27,7 +27,7 @@ from functools import lru_cache
 import torch
 from torchvision.transforms import v2
 
-from .loader import derive_seed
+from .augment import derive_seed
 
 AUTOAUGMENT_POLICIES = ("cifar10", "imagenet", "svhn")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 
-from .augment import add_noise, hflip, pad_crop
+from .augment import add_noise, derive_seed, hflip, pad_crop
 from .registry import ImageSplit
 from .sources import DataError
 
@@ -23,12 +22,6 @@ _PERM_STREAM = 0
 _AUG_STREAM = 1
 _CLF_STREAM = 2
 _CLF_AA_STREAM = 3
-
-
-def derive_seed(*numbers: int) -> int:
-    """Mix non-negative integers into one 63-bit seed (numpy's SeedSequence, host-side only)."""
-    state = np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0]
-    return int(state) & (2**63 - 1)
 
 
 class BatchPlan:

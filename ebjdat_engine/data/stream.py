@@ -25,7 +25,8 @@ import time
 import numpy as np
 import torch
 
-from .loader import _PERM_STREAM, BatchPlan, derive_seed
+from .augment import derive_seed
+from .loader import _PERM_STREAM, BatchPlan
 from .registry import ImageSplit
 from .sources import DataError
 

@@ -21,7 +21,6 @@ from ..models import build_model
 from ..recipe import Recipe, from_toml_text
 from ..recipe.schema import WEIGHT_CHOICES
 from ..rundir.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
-from ..train.ema import ema_label
 
 
 class LoadError(Exception):
@@ -42,6 +41,10 @@ class LoadedRun:
     def step(self) -> int:
         return int(self.checkpoint.get("step", 0))
 
+
+def ema_label(decay: float) -> str:
+    """How evaluations name the averaged weights ('ema 0.999'; the trained ones are 'raw')."""
+    return f"ema {decay}"
 
 def find_checkpoint(path: str | Path, ckpt: str = "best") -> tuple[Path, str, Path | None]:
     """(checkpoint file, its kind, run dir) for a run directory + 'best' | 'last', or a file."""

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.normalize import bn_stats_frozen
 from ..recipe import AdversaryConfig, MethodConfig
 from ..samplers import bn_mode, frozen_params, pgd, trades_attack
-from ..train.sam import bn_stats_frozen
 from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
 from .budgets import pixel_budget
 

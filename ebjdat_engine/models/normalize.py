@@ -17,6 +17,9 @@ Three things live here:
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -161,3 +164,19 @@ def init_weights(model: nn.Module, leak: float) -> None:
         elif isinstance(m, nn.Linear):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+@contextlib.contextmanager
+def bn_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """BatchNorm keeps using batch statistics but does not update its running ones (SAM's
+    second pass: momentum 0 leaves running_mean/var unchanged)."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            saved.append((m, m.momentum))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum

@@ -170,7 +170,7 @@ def collect_meta(device: str) -> dict[str, Any]:
     """Versions, device and host: what a reader needs to trust or reproduce the numbers."""
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     meta: dict[str, Any] = {
         "ebjdat": __version__,

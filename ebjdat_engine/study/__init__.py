@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .schema import Study, load_study
 
@@ -73,16 +73,17 @@ class _StudyLock:
             self.fd = None
 
 
-def run_study(study: Study, listener: "Listener | None" = None) -> int:
+def run_study(study: Study, command: Sequence[str], listener: "Listener | None" = None) -> int:
     """Run (or continue) a study; write results.json / results.md after every stage and the
-    figures at the end. Returns the exit code (see StudyRunner.run)."""
+    figures at the end. `command` is the `ebjdat` command line each run is started with (the
+    front end passes its own). Returns the exit code (see StudyRunner.run)."""
     from . import results
     from .runner import Listener, StudyRunner
 
     with _StudyLock(study.out_dir):
         started = time.time()
         before = results.previous_wall(study.out_dir / "results.json")
-        runner = StudyRunner(study, listener or Listener())
+        runner = StudyRunner(study, tuple(command), listener or Listener())
         runner.write_results = lambda s, tasks, state: results.write(s, tasks, state, before + time.time() - started)
         code = runner.run()
         doc = results.write(study, runner.tasks, _final_state(code), before + time.time() - started, figures=True)

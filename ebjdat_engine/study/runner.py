@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +39,6 @@ from ..rundir.checkpoint import CHECKPOINT_DIR
 from .schema import Arm, Study, protocol_options
 from .table import eval_results, row_of, training_stats
 
-#: the `ebjdat` command line, run with this interpreter
-EBJDAT = (sys.executable, "-m", "ebjdat_tui.cli")
 TERMINAL_DONE = ("finished", "collapsed")
 
 
@@ -66,7 +63,7 @@ class RunTask:
 
 
 class Listener:
-    """What a front end hears about a study (no-ops here; rich and plain ones in ebjdat_tui)."""
+    """What a front end hears about a study (no-ops here; the front end has rich and plain ones)."""
 
     def plan(self, study: Study, tasks: list[RunTask]) -> None: ...
     def state(self, task: RunTask, state: str, detail: str = "") -> None: ...
@@ -163,6 +160,9 @@ class StudyRunner:
     130 / 143 stopped by SIGINT / SIGTERM)."""
 
     study: Study
+    #: the `ebjdat` command line that trains and evaluates each run (the front end passes its own:
+    #: the engine does not name it)
+    command: tuple[str, ...]
     listener: Listener = field(default_factory=Listener)
     poll_s: float = 0.5
     write_results: Callable[[Study, list[RunTask], str], None] | None = None
@@ -200,7 +200,7 @@ class StudyRunner:
         err.write(f"\n$ ebjdat {' '.join(args)}\n")
         err.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([*EBJDAT, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*self.command, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         err.close()
         if out is not err:

@@ -20,10 +20,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-
-def ema_label(decay: float) -> str:
-    """How evaluations name the averaged weights ('ema 0.999'; the trained ones are 'raw')."""
-    return f"ema {decay}"
+from ..eval.loading import ema_label
 
 
 class WeightEMA:

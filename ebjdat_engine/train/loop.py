@@ -23,6 +23,7 @@ from torch import nn
 from ..data import DataSplits, ImageSplit, make_loader
 from ..eval.clean import clean_accuracy
 from ..methods import Batch, Method
+from ..models.normalize import bn_stats_frozen
 from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
 from ..monitor.energy import EnergyMonitor
 from ..monitor.generated import GeneratedSource
@@ -36,7 +37,6 @@ from . import distributed
 from .ema import WeightEMA
 from .optim import build_optimizer, build_schedule, lr_factor
 from .runtime import autocast, grad_scaler
-from .sam import bn_stats_frozen
 
 CHECKPOINT_FORMAT = 1
 #: the p(x) stream shuffles independently of the labelled stream

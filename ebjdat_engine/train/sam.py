@@ -8,11 +8,9 @@ the base optimizer's step with the gradient from w + e(w). Adaptive SAM scales t
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import nn
 
 
 class SAM(torch.optim.Optimizer):
@@ -64,19 +62,3 @@ class SAM(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
-
-
-@contextlib.contextmanager
-def bn_stats_frozen(model: nn.Module) -> Iterator[None]:
-    """BatchNorm keeps using batch statistics but does not update its running ones (SAM's
-    second pass: momentum 0 leaves running_mean/var unchanged)."""
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            saved.append((m, m.momentum))
-            m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
