@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from .layout import RunDirError, shared_mode
+from .layout import CHECKPOINT_DIR, RunDirError, shared_mode
 
-CHECKPOINT_DIR = "checkpoints"
+__all__ = ["CHECKPOINT_DIR", "TRAINING_KEYS", "CheckpointError", "DiskFullError", "load_checkpoint", "rng_state",
+           "save_atomic", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-EVENTS_FILE = "events.jsonl"
+from .layout import EVENTS_FILE
 
 Listener = Callable[[dict[str, Any]], None]
 

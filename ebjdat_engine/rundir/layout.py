@@ -5,6 +5,8 @@ runs/<name>/
   recipe.toml   meta.json   events.jsonl
   checkpoints/  samples/    eval/    control/    .lock
 ```
+(the names are the constants below: `RECIPE_FILE`, `META_FILE`, `EVENTS_FILE`, ...; `RunDir`
+in `dirs` puts them together for one run).
 `.lock` holds the one writer's OS lock (`RunLock`): a second `run --resume` on the directory is
 refused while the first lives.
 Nothing here ever deletes or overwrites a run: a new run gets a fresh directory (a suffix is
@@ -24,13 +26,32 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SUBDIRS = ("checkpoints", "samples", "eval", "control")
-#: files a launcher (the TUI) may put into a --run-dir before the job starts
-LAUNCHER_FILES = ("stdout.log",)
+# --- every file name of a run directory (nothing outside rundir/ spells one) -------------------
 RECIPE_FILE = "recipe.toml"
 META_FILE = "meta.json"
-#: where `runtime.tensorboard = true` mirrors the events (a copy: events.jsonl is the record)
+#: the event log (written and read by `events`)
+EVENTS_FILE = "events.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+EVAL_DIR = "eval"
+CONTROL_DIR = "control"
+#: checkpoint kinds, each `CHECKPOINT_DIR/<kind>.pt`
+LAST = "last"
+BEST = "best"
+CHECKPOINT_SUFFIX = ".pt"
+LAST_CHECKPOINT = LAST + CHECKPOINT_SUFFIX
+BEST_CHECKPOINT = BEST + CHECKPOINT_SUFFIX
+#: a launcher's (the TUI's) capture of the job's stdout and stderr
+STDOUT_LOG = "stdout.log"
+SUBDIRS = (CHECKPOINT_DIR, SAMPLES_DIR, EVAL_DIR, CONTROL_DIR)
+#: files a launcher (the TUI) may put into a --run-dir before the job starts
+LAUNCHER_FILES = (STDOUT_LOG,)
+#: where `runtime.tensorboard = true` mirrors the events (a copy: the event log is the record)
 TENSORBOARD_DIR = "tensorboard"
+#: the files that make a directory a run directory (any one of them; see `is_run_dir`)
+RUN_MARKERS = (EVENTS_FILE, META_FILE, RECIPE_FILE)
+#: what a directory that is not a run lacks, for messages: "no events.jsonl, meta.json or recipe.toml"
+NO_RUN_MARKERS = f"no {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]}"
 
 
 class RunDirError(Exception):
@@ -42,8 +63,12 @@ def default_name(recipe_path: str | Path | None) -> str:
     return f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / RECIPE_FILE).exists() or (path / "events.jsonl").exists()
+def is_run_dir(path: str | Path) -> bool:
+    """The one rule of "is this a run directory": a directory holding its event log, its meta or
+    its recipe (a job writes its recipe and meta before its first event; a run of an older
+    version may lack meta)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
 
 
 def create_run_dir(out_dir: str | Path, name: str, explicit: str | Path | None = None) -> Path:
@@ -145,7 +170,7 @@ def remove_dead_temp_files(run_dir: Path) -> list[Path]:
     in the run directory and checkpoints/. Call only while holding the run's lock: then no
     writer is alive to own them. Checkpoints themselves are never touched."""
     removed = []
-    for folder in (run_dir, run_dir / "checkpoints"):
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
         for tmp in folder.glob(".*.tmp"):
             try:
                 tmp.unlink()
