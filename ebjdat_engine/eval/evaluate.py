@@ -5,7 +5,7 @@ attacks on [0, 1] images -> logits, checks on), the energy landscape (clean / ad
 generated) and generation metrics (fd_ref for small datasets, FID/KID with torch-fidelity),
 each beside its floor (held-out test images) and its no-learning baseline (the init distribution).
 Results go to `RUN/eval/<time>.json` (+ an energy histogram and a sample grid as PNG) and, in
-short, to an `eval` event in `RUN/events.jsonl`.
+short, to an `eval` event in the run's event log (`RunDir.events`).
 """
 
 from __future__ import annotations

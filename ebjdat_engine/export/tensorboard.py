@@ -2,7 +2,7 @@
 sample grids as images, evaluations as scalars with their protocol as text.
 
 One translation (`Mirror`) serves both ways in: `export_run` replays a finished (or running)
-run's events.jsonl after the fact, and `LiveMirror` is an event listener that mirrors a job's
+run's event log after the fact, and `LiveMirror` is an event listener that mirrors a job's
 events while it trains. The live one only puts each event on a queue; a background thread does
 the decoding and writing, so the training step never waits for TensorBoard. The run directory
 stays the record: TensorBoard files can always be rebuilt from it with `ebjdat export`.

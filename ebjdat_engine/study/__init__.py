@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..rundir import StudyDir
 from .schema import Study, load_study
 
 if TYPE_CHECKING:  # for the annotation only: at runtime Listener loads lazily (see _LAZY)
@@ -33,15 +34,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-LOCK_FILE = "study.lock"
-
-
 class _StudyLock:
     """One `ebjdat study` per study directory: an OS lock (it dies with its process) on
-    `study.lock`, which names the holder."""
+    the study's lock file (`StudyDir.lock`), which names the holder."""
 
     def __init__(self, out_dir: Path):
-        self.path = out_dir / LOCK_FILE
+        self.path = StudyDir(out_dir).lock
         self.fd: int | None = None
 
     def __enter__(self) -> "_StudyLock":
@@ -74,7 +72,7 @@ class _StudyLock:
 
 
 def run_study(study: Study, command: Sequence[str], listener: "Listener | None" = None) -> int:
-    """Run (or continue) a study; write results.json / results.md after every stage and the
+    """Run (or continue) a study; write the study's results (json and markdown) after every stage and the
     figures at the end. `command` is the `ebjdat` command line each run is started with (the
     front end passes its own). Returns the exit code (see StudyRunner.run)."""
     from . import results
@@ -82,13 +80,13 @@ def run_study(study: Study, command: Sequence[str], listener: "Listener | None" 
 
     with _StudyLock(study.out_dir):
         started = time.time()
-        before = results.previous_wall(study.out_dir / "results.json")
+        before = results.previous_wall(StudyDir(study.out_dir).results)
         runner = StudyRunner(study, tuple(command), listener or Listener())
         runner.write_results = lambda s, tasks, state: results.write(s, tasks, state, before + time.time() - started)
         code = runner.run()
         doc = results.write(study, runner.tasks, _final_state(code), before + time.time() - started, figures=True)
         if runner.listener is not None:
-            runner.listener.message(f"results: {study.out_dir / 'results.md'} ({doc['state']})")
+            runner.listener.message(f"results: {StudyDir(study.out_dir).results_md} ({doc['state']})")
         return code
 
 

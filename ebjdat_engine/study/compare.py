@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..rundir import EVAL_DIR, EVENTS_FILE, RunDir
 from .table import (
     COLUMNS,
     fmt_protocol,
@@ -40,11 +41,11 @@ def _entry(path: Path) -> dict[str, Any]:
             raise CompareError(f"{path}: not a readable evaluation JSON ({e})") from None
         if not isinstance(result, dict) or "clean_acc" not in result:
             raise CompareError(f"{path}: not an `ebjdat eval` result")
-        run_dir = path.parent.parent if path.parent.name == "eval" else None
+        run_dir = path.parent.parent if path.parent.name == EVAL_DIR else None
         eval_path = path
     elif path.is_dir():
-        if not (path / "events.jsonl").is_file() and not (path / "eval").is_dir():
-            raise CompareError(f"{path}: not a run directory (no events.jsonl)")
+        if not RunDir(path).has_events() and not RunDir(path).eval_dir.is_dir():
+            raise CompareError(f"{path}: not a run directory (no {EVENTS_FILE})")
         found = latest_eval(path)
         if found is None:
             raise CompareError(f"{path}: no evaluation yet; run `ebjdat eval {path}` first")
@@ -52,7 +53,7 @@ def _entry(path: Path) -> dict[str, Any]:
         run_dir = path
     else:
         raise CompareError(f"{path}: no such run directory or evaluation JSON")
-    stats = training_stats(run_dir) if run_dir is not None and (run_dir / "events.jsonl").is_file() else {}
+    stats = training_stats(run_dir) if run_dir is not None and RunDir(run_dir).has_events() else {}
     ckpt = result.get("checkpoint") or {}
     return {"run": run_dir.name if run_dir is not None else path.stem,
             "run_dir": str(run_dir) if run_dir is not None else None,

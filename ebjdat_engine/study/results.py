@@ -1,8 +1,8 @@
-"""A study's results: results.json (every run's numbers and where they came from), results.md
+"""A study's results: `RESULTS_FILE` (every run's numbers and where they came from), `RESULTS_MD`
 (the table, mean ± std over seeds, beside the protocol, the command, the machine and the wall
 time) and the figures (figures.py).
 
-results.json, format 1 (paths relative to the study directory)::
+The results file, format 1 (paths relative to the study directory)::
 
     {"format": 1, "study": name, "study_file": path, "updated": iso time,
      "state": "running" | "finished" | "stopped" | "failed",
@@ -28,7 +28,7 @@ import platform
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..rundir import write_text_atomic
+from ..rundir import StudyDir, write_text_atomic
 from .schema import Study, as_dict
 from .table import COLUMNS, fmt_mean_std, fmt_value, mean_std
 
@@ -283,11 +283,12 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def write(study: Study, tasks: Sequence[Any], state: str, wall_s: float, figures: bool = False) -> dict[str, Any]:
-    """Write results.json and results.md (atomically); the figures too when `figures`."""
+    """Write the results file and its markdown table (atomically); the figures too when `figures`."""
     doc = build(study, tasks, state, wall_s)
     study.out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(study.out_dir / "results.json", json.dumps(doc, indent=1) + "\n")
-    write_text_atomic(study.out_dir / "results.md", markdown(doc))
+    folder = StudyDir(study.out_dir)
+    write_text_atomic(folder.results, json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(folder.results_md, markdown(doc))
     if figures:
         from .figures import chains_figure, energies_figure, trilemma_figure
 
@@ -300,8 +301,8 @@ def write(study: Study, tasks: Sequence[Any], state: str, wall_s: float, figures
 
 def previous_wall(path: Path) -> float:
     """The wall time earlier invocations of the study recorded; 0 when none, or when none of its
-    runs is on disk (results.json shipped in a fresh clone: that time was spent elsewhere)."""
-    runs = path.parent / "runs"
+    runs is on disk (a results file shipped in a fresh clone: that time was spent elsewhere)."""
+    runs = StudyDir.of_results(path).runs
     if not runs.is_dir() or not any(runs.iterdir()):
         return 0.0
     try:

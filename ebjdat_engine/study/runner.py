@@ -10,12 +10,12 @@ Re-running a study does only what is missing:
 
 * a run whose directory holds the arm's exact recipe and an `end` event `finished` (or
   `collapsed`: a result too) is not trained again; a stopped or crashed one with a
-  `checkpoints/last.pt` is resumed (`ebjdat run --resume`); an arm whose recipe changed since
+  last checkpoint is resumed (`ebjdat run --resume`); an arm whose recipe changed since
   trains anew in `<label>-s<seed>.2` (the old directory is kept: nothing deletes a run);
 * an evaluation is reused when the run's `eval/` holds one with the protocol's options for the
   checkpoint file as it is now (same step, size and mtime); otherwise it is run.
 
-`results.json` (layout in `results.py`) is rewritten atomically after every stage, so the TUI
+The results file (`StudyDir.results`, layout in `results.py`) is rewritten atomically after every stage, so the TUI
 (`ebjdat tui --attach studies/<name>`) and a later re-run see the study as it stands.
 """
 
@@ -34,8 +34,7 @@ from typing import Any, Callable
 
 from ..recipe import from_toml_text
 from ..recipe.load import RecipeError
-from ..rundir import RECIPE_FILE
-from ..rundir.checkpoint import CHECKPOINT_DIR
+from ..rundir import LAST, EventTail, RunDir, StudyDir
 from .schema import Arm, Study, protocol_options
 from .table import eval_results, row_of, training_stats
 
@@ -48,7 +47,7 @@ class StudyError(Exception):
 
 @dataclass
 class RunTask:
-    """One arm × seed: where it runs and what the study knows about it (its results.json entry)."""
+    """One arm × seed: where it runs and what the study knows about it (its entry in the results file)."""
 
     arm: Arm
     seed: int
@@ -74,7 +73,7 @@ class Listener:
 
 def _recipe_matches(run_dir: Path, recipe) -> bool:
     try:
-        return from_toml_text((run_dir / RECIPE_FILE).read_text(encoding="utf-8")) == recipe
+        return from_toml_text(RunDir(run_dir).recipe.read_text(encoding="utf-8")) == recipe
     except (OSError, UnicodeDecodeError, RecipeError):
         return False
 
@@ -82,7 +81,7 @@ def _recipe_matches(run_dir: Path, recipe) -> bool:
 def run_dir_for(study: Study, arm: Arm, seed: int) -> tuple[Path, str]:
     """The run directory of an arm × seed and what to do there: 'new', 'resume', 'trained',
     or 'fresh' (an empty slot after directories of older versions of the arm)."""
-    base = study.out_dir / "runs" / study.run_name(arm.label, seed)
+    base = StudyDir(study.out_dir).run(study.run_name(arm.label, seed)).path
     recipe = arm.recipes[seed]
     k = 1
     while True:
@@ -90,18 +89,18 @@ def run_dir_for(study: Study, arm: Arm, seed: int) -> tuple[Path, str]:
         if not path.exists() or (path.is_dir() and not any(path.iterdir())):
             return path, "new"
         if path.is_dir() and _recipe_matches(path, recipe):
-            stats = training_stats(path) if (path / "events.jsonl").is_file() else {}
+            stats = training_stats(path) if RunDir(path).has_events() else {}
             if stats.get("status") in TERMINAL_DONE:
                 return path, "trained"
-            if (path / CHECKPOINT_DIR / "last.pt").is_file():
+            if RunDir(path).last_checkpoint.is_file():
                 return path, "resume"
         k += 1
 
 
 def checkpoint_file(run_dir: Path, kind: str) -> Path | None:
     """The checkpoint `ebjdat eval --ckpt kind` reads ('best' falls back to 'last')."""
-    for k in ([kind, "last"] if kind == "best" else [kind]):
-        path = run_dir / CHECKPOINT_DIR / f"{k}.pt"
+    for k in ([kind, LAST] if kind == "best" else [kind]):
+        path = RunDir(run_dir).checkpoint(k)
         if path.is_file():
             return path
     return None
@@ -176,9 +175,9 @@ class StudyRunner:
     # --- planning -------------------------------------------------------------------------
 
     def plan(self, previous: dict[str, dict[str, Any]]) -> list[RunTask]:
-        """A task per arm × seed, its record seeded from the previous results.json."""
+        """A task per arm × seed, its record seeded from the previous results file."""
         tasks = []
-        logs = self.study.out_dir / "logs"
+        logs = StudyDir(self.study.out_dir).logs
         for arm in self.study.arms:
             for seed in self.study.seeds:
                 run_dir, action = run_dir_for(self.study, arm, seed)
@@ -213,16 +212,16 @@ class StudyRunner:
         return proc
 
     def _wait(self, proc: subprocess.Popen, task: RunTask | None = None) -> int:
-        events = task.run_dir / "events.jsonl" if task is not None else None
-        offset, last_step = 0, None
+        tail = RunDir(task.run_dir).tail() if task is not None else None
+        last_step = None
         try:
             while True:
                 try:
                     return proc.wait(timeout=self.poll_s)
                 except subprocess.TimeoutExpired:
                     pass
-                if events is not None and events.is_file():
-                    offset, step, total = _tail_progress(events, offset)
+                if tail is not None:
+                    step, total = _progress(tail)
                     if step is not None and step != last_step:
                         last_step = step
                         task.record["step"], task.record["total_steps"] = step, total or task.record["total_steps"]
@@ -273,7 +272,7 @@ class StudyRunner:
                     "--set", f"run.seed={task.seed}", "--run-dir", str(run_dir), "--plain"]
         self._set(task, "training", "resuming" if action == "resume" else "")
         code = self._wait(self._spawn(args, task.log), task)
-        stats = training_stats(run_dir) if (run_dir / "events.jsonl").is_file() else {}
+        stats = training_stats(run_dir) if RunDir(run_dir).has_events() else {}
         task.record.update(status=stats.get("status"), step=stats.get("step"), total_steps=stats.get("total_steps"))
         if stats.get("status") in TERMINAL_DONE:
             return True
@@ -351,7 +350,7 @@ class StudyRunner:
                 self.write_results(self.study, self.tasks, state)
 
     def run(self) -> int:
-        previous = _previous_runs(self.study.out_dir / "results.json")
+        previous = _previous_runs(StudyDir(self.study.out_dir).results)
         tasks = self.plan(previous)
         self.listener.plan(self.study, tasks)
         self._save("running")
@@ -378,26 +377,20 @@ class StudyRunner:
         return 1 if failed else 0
 
 
-def _tail_progress(events: Path, offset: int) -> tuple[int, int | None, int | None]:
-    """Read the events appended since `offset`: the latest step and total_steps seen."""
+def _progress(tail: EventTail) -> tuple[int | None, int | None]:
+    """The latest step and total_steps among the events appended since the last poll (whole
+    lines only: `EventTail` keeps a half-written one for the next poll)."""
     step = total = None
     try:
-        with open(events, "rb") as f:
-            f.seek(offset)
-            chunk = f.read()
+        events = tail.poll()
     except OSError:
-        return offset, None, None
-    end = chunk.rfind(b"\n") + 1  # only whole lines; a half-written one waits for the next poll
-    for line in chunk[:end].splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
+        return None, None
+    for ev in events:
         if ev.get("type") == "start":
             total = ev.get("total_steps")
         if ev.get("type") in ("metrics", "checkpoint", "end", "start") and isinstance(ev.get("step"), int):
             step = ev["step"]
-    return offset + end, step, total
+    return step, total
 
 
 def _relative(path: str | None, base: Path) -> str | None:
@@ -410,7 +403,7 @@ def _relative(path: str | None, base: Path) -> str | None:
 
 
 def _previous_runs(path: Path) -> dict[str, dict[str, Any]]:
-    """The run records of an earlier results.json, by run directory (relative)."""
+    """The run records of an earlier results file, by run directory (relative)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {r["run_dir"]: r for arm in data.get("arms", []) for r in arm.get("runs", [])

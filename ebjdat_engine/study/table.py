@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..recipe.fields import CheckError, parse_budget
+from ..rundir import RunDir
 from ..rundir.events import read_events
 
 #: The protocol fields that must agree for two evaluations to be compared, in display order.
@@ -154,7 +155,7 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
     if chains.get("points"):
         row["chains"] = {str(pt["steps"]): finite_number(pt.get("fd_ref")) for pt in chains["points"]}
         row["chain_verdict"] = chains.get("verdict")
-    if run_dir is not None and (Path(run_dir) / "events.jsonl").is_file():
+    if run_dir is not None and RunDir(run_dir).has_events():
         stats = training_stats(Path(run_dir))
         row["train_s"], row["images_per_s"] = stats["train_s"], stats["images_per_s"]
     return row
@@ -163,7 +164,7 @@ def row_of(result: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any
 def eval_results(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Every readable evaluation JSON of a run, oldest first (by its `time`, then its name)."""
     out = []
-    folder = Path(run_dir) / "eval"
+    folder = RunDir(run_dir).eval_dir
     if not folder.is_dir():
         return []
     for path in folder.glob("*.json"):

@@ -30,8 +30,8 @@ from ..monitor.generated import GeneratedSource
 from ..monitor.generation import GenerationTrace
 from ..monitor.probe import EnergyProbe
 from ..recipe import Recipe, to_toml
-from ..rundir import control
-from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
+from ..rundir import RunDir, control
+from ..rundir.checkpoint import TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
 from ..rundir.events import EventWriter
 from . import distributed
 from .ema import WeightEMA
@@ -64,7 +64,7 @@ class Trainer:
         self.run_dir = run_dir
         self.events = events
         self._stop: control.StopFlag | None = None  # fit's signal flag (settled when the job ends)
-        self.last_saved_step: int | None = None  # the step checkpoints/last.pt holds
+        self.last_saved_step: int | None = None  # the step the last checkpoint holds
         self.model = model  # the module whose state is saved (never the compiled wrapper)
         self.forward_model = torch.compile(model) if recipe.runtime.compile else model
         self.dist = dist
@@ -241,7 +241,7 @@ class Trainer:
             every = self.recipe.monitor.samples_every
             if every and self.step % every == 0 and self._generated is not None:
                 self.save_samples()
-            # checked before every checkpoint, so that last.pt is always a healthy state
+            # checked before every checkpoint, so that the last checkpoint is always a healthy state
             if self.collapse.due(self.step) or epoch_end or self.step == self.total_steps:
                 action = self.check_collapse()
                 if action == "stop":
@@ -295,9 +295,9 @@ class Trainer:
         return action
 
     def rollback(self) -> int:
-        """Restore last.pt (healthy by construction), lower the lr, maybe re-initialise the buffer."""
+        """Restore the last checkpoint (healthy by construction), lower the lr, maybe re-initialise the buffer."""
         cfg = self.recipe.monitor.collapse
-        self.restore(self.run_dir / CHECKPOINT_DIR / "last.pt", for_rollback=True)
+        self.restore(RunDir(self.run_dir).last_checkpoint, for_rollback=True)
         self.lr_scale *= cfg.rollback_lr_factor
         self._apply_lr_scale()
         if cfg.rollback_reinit_buffer:
@@ -318,7 +318,7 @@ class Trainer:
 
     def collapsed(self) -> str:
         self.log_metrics()
-        self.save_checkpoint("collapsed")  # for forensics; last.pt stays the healthy state
+        self.save_checkpoint("collapsed")  # for forensics; the last checkpoint stays the healthy state
         self.emit("end", status="collapsed", collapse_epoch=self.collapse_epoch,
                   reason="a collapse detector fired with policy 'stop' (or no rollbacks left)")
         return "collapsed"
@@ -526,7 +526,7 @@ class Trainer:
     def save_checkpoint(self, kind: str) -> Path:
         """Rank 0 writes the checkpoint; under torchrun every rank also writes its own method
         state (its replay-buffer slice) to `<kind>.rank<r>.pt`."""
-        path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
+        path = RunDir(self.run_dir).checkpoint(kind)
         if self.dist.is_main:
             save_atomic(self.state(), path)
             if kind == "last":
@@ -534,7 +534,7 @@ class Trainer:
             self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
         if self.dist.enabled:
             save_atomic({"method": self.method.state_dict(), "rng": rng_state()},
-                        self.run_dir / CHECKPOINT_DIR / f"{kind}.rank{self.dist.rank}.pt")
+                        RunDir(self.run_dir).checkpoint(f"{kind}.rank{self.dist.rank}"))
             distributed.barrier(self.dist)
         return path
 

@@ -23,8 +23,8 @@ from ..models import build_model
 from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
 from ..recipe.schema import BASES
-from ..rundir import control
-from ..rundir.checkpoint import CHECKPOINT_DIR, TRAINING_KEYS, load_checkpoint
+from ..rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, RunDir, control
+from ..rundir.checkpoint import TRAINING_KEYS, load_checkpoint
 from ..rundir.events import EventWriter, Listener, read_events
 from ..rundir.layout import (
     RECIPE_FILE,
@@ -100,9 +100,9 @@ def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | N
 
 
 def _resumable_checkpoint(run_dir: Path, recipe: Recipe, n_train: int) -> dict:
-    """last.pt, loaded and checked before recipe.toml and meta.json change: it must load, and the
+    """The last checkpoint, loaded and checked before the run's recipe and meta change: it must load, and the
     recipe must ask for steps beyond it (a plain --resume of a finished run appends nothing)."""
-    state = load_checkpoint(run_dir / CHECKPOINT_DIR / "last.pt", map_location="cpu", required=TRAINING_KEYS)
+    state = load_checkpoint(RunDir(run_dir).last_checkpoint, map_location="cpu", required=TRAINING_KEYS)
     at = int(state["step"])
     total = planned_steps(recipe.train, n_train // recipe.train.batch_size)
     if at > total:
@@ -142,8 +142,8 @@ def resolve_for_resume(run_dir: Path, recipe_path: str | None, overrides: list[s
         raise RunDirError(f"--resume {run_dir}: no such directory (`ebjdat ls` lists the runs)")
     if not is_run_dir(run_dir):
         raise RunDirError(f"--resume {run_dir}: not a run directory (no {RECIPE_FILE})")
-    if not (run_dir / CHECKPOINT_DIR / "last.pt").exists():
-        raise RunDirError(f"--resume {run_dir}: no checkpoints/last.pt to continue from")
+    if not RunDir(run_dir).last_checkpoint.exists():
+        raise RunDirError(f"--resume {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} to continue from")
     saved = _saved_recipe(run_dir)
     if recipe_path is not None:
         recipe = resolve(recipe_path, overrides)
@@ -180,13 +180,13 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
 
 class Interrupted(Exception):
     """A second Ctrl-C interrupted training before the stop could checkpoint this step; the run
-    ended 'stopped' and resumes from checkpoints/last.pt (`checkpoint_step`, None when none)."""
+    ended 'stopped' and resumes from its last checkpoint (`checkpoint_step`, None when none)."""
 
     exit_code = 130
 
     def __init__(self, run_dir: Path, step: int, checkpoint_step: int | None) -> None:
-        where = (f"checkpoints/last.pt holds step {checkpoint_step}: ebjdat run --resume {run_dir} continues "
-                 f"from there" if checkpoint_step is not None else "no checkpoint was written")
+        where = (f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT} holds step {checkpoint_step}: ebjdat run --resume {run_dir} "
+                 f"continues from there" if checkpoint_step is not None else "no checkpoint was written")
         super().__init__(f"interrupted by a second Ctrl-C at step {step}, before the stop's checkpoint; {where}")
         self.run_dir, self.step, self.checkpoint_step = run_dir, step, checkpoint_step
 
@@ -283,7 +283,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
         trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
                           seed_images=seed_images)
-        resumed_from = (trainer.restore(path / CHECKPOINT_DIR / "last.pt", state=resumed_state)
+        resumed_from = (trainer.restore(RunDir(path).last_checkpoint, state=resumed_state)
                         if resume is not None else None)
         if recipe.runtime.tensorboard and info.is_main:
             from ..export.tensorboard import mirror_into_run
