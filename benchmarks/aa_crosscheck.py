@@ -8,7 +8,7 @@ accuracy *without* that wrapper, so a reader can verify the study's AA numbers f
 
 1. the model comes from the public `ebjdat_engine.load_classifier` (an `nn.Module` in eval mode
    from [0, 1] images to logits), from the checkpoint the study's protocol names
-   (`protocol.ckpt`: "last" -> checkpoints/last.pt; "best" -> best.pt, else last.pt);
+   (`protocol.ckpt`: "last" -> the run's last checkpoint; "best" -> its best one, else the last);
 2. the points are the first `protocol.n` images of the dataset's test split (0: all of it),
    loaded from the run's own recipe.toml;
 3. AutoAttack is fra31's code, called directly: `autoattack` (fra31's git package) when it is
@@ -20,7 +20,7 @@ accuracy *without* that wrapper, so a reader can verify the study's AA numbers f
 It prints one row per run (study AA, independent AA, the difference in percentage points and
 OK, or MISMATCH when they differ by more than 2 points) and writes the table as JSON to
 studies/<name>/aa_crosscheck.json (--out). Exit status: 0 when every run agrees, 1 when any
-run disagrees or fails, 2 for bad input (no study directory, no results.json, unknown run).
+run disagrees or fails, 2 for bad input (no study directory, no results file, unknown run).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from ebjdat_engine.rundir import RESULTS_FILE, RunDir, StudyDir
 
 TOLERANCE_POINTS = 2.0
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -122,12 +124,12 @@ def run_autoattack(model: Any, x: Any, y: Any, *, eps: float, norm: str, version
 # --- one run (in this process or a worker) -------------------------------------------------------
 
 def checkpoint_file(run_dir: Path, ckpt: str) -> Path:
-    """The checkpoint the protocol names: 'last' -> last.pt; 'best' -> best.pt, else last.pt."""
-    folder = run_dir / "checkpoints"
+    """The checkpoint the protocol names: 'last' -> the last one; 'best' -> the best, else the last."""
+    files = RunDir(run_dir)
     if ckpt == "last":
-        candidates = [folder / "last.pt"]
+        candidates = [files.last_checkpoint]
     elif ckpt == "best":
-        candidates = [folder / "best.pt", folder / "last.pt"]
+        candidates = [files.best_checkpoint, files.last_checkpoint]
     else:
         candidates = [Path(ckpt) if Path(ckpt).is_absolute() else run_dir / ckpt]
     for file in candidates:
@@ -204,7 +206,7 @@ def read_study(study: Path, wanted: list[str] | None) -> tuple[dict[str, Any], l
     """The study's protocol and its evaluated runs (label, run dir, study AA)."""
     if not study.is_dir():
         raise BadInput(f"{study}: no such study directory")
-    results = study / "results.json"
+    results = StudyDir(study).results
     if not results.is_file():
         raise BadInput(f"{results}: missing (is {study} a study directory? `ebjdat study` writes it)")
     try:
@@ -252,7 +254,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", type=Path, help="study directory (holds results.json)")
+    parser.add_argument("study", type=Path, help=f"study directory (holds {RESULTS_FILE})")
     parser.add_argument("--runs", help="comma list of runs to check (arm-sSEED or run dir name); default all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs checked in parallel processes (default 1)")

@@ -7,7 +7,7 @@ Starts the recipe with a checkpoint every epoch of a tiny epoch (`train.batch_si
 saves), then
 `ebjdat run --resume` on the same directory with a fresh random kill, `--kills` times, and a
 last resume that runs 20 more steps to the end. Checks after every kill: the resume is accepted (exit 0 or
-killed again, never exit 1 or 2), `checkpoints/last.pt` loads, the lock was freed by the
+killed again, never exit 1 or 2), the last checkpoint loads, the lock was freed by the
 kernel, and no hidden temp file outlives the next successful save. Prints one line per kill and
 a verdict; exit 1 if any check failed.
 """
@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ebjdat_engine.rundir import LAST_CHECKPOINT, RunDir
 from ebjdat_engine.rundir.checkpoint import TRAINING_KEYS, load_checkpoint
 from ebjdat_engine.rundir.events import read_events
 
@@ -41,7 +42,7 @@ def main() -> None:
     for k in range(args.kills + 1):
         cmd = base + [args.recipe, "--run-dir", str(out), *sets] if k == 0 else base + ["--resume", str(out)]
         if k == args.kills:  # the last resume: 20 more steps, to the end
-            at = int(load_checkpoint(out / "checkpoints" / "last.pt")["step"])
+            at = int(load_checkpoint(RunDir(out).last_checkpoint)["step"])
             cmd += ["--set", f"train.max_steps={at + 20}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if k < args.kills:
@@ -58,23 +59,23 @@ def main() -> None:
         problems = []
         if code not in (0, -signal.SIGKILL):
             problems.append(f"exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''}")
-        last = out / "checkpoints" / "last.pt"
+        last = RunDir(out).last_checkpoint
         step = None
         if last.exists():
             try:
                 step = int(load_checkpoint(last, required=TRAINING_KEYS)["step"])
             except Exception as e:  # noqa: BLE001 - a soak reports every failure
-                problems.append(f"last.pt does not load: {e}")
+                problems.append(f"{LAST_CHECKPOINT} does not load: {e}")
         elif k > 0:
-            problems.append("no last.pt")
-        temps = sorted(p.name for p in (out / "checkpoints").glob(".*.tmp"))
+            problems.append(f"no {LAST_CHECKPOINT}")
+        temps = sorted(p.name for p in RunDir(out).checkpoints.glob(".*.tmp"))
         # a temp file may be the killed save's own; it must not outlive the next writer's start
         stale = [t for t in temps if t in getattr(main, "_seen", set())]
         main._seen = set(temps)  # type: ignore[attr-defined]
         if stale:
             problems.append(f"temp files outlived a successful save: {stale}")
         when = f"killed after {delay:.2f} s" if delay is not None and code == -signal.SIGKILL else f"exit {code}"
-        print(f"{k:>2}: {when:<22} last.pt step {step}  temp files {len(temps)}"
+        print(f"{k:>2}: {when:<22} {LAST_CHECKPOINT} step {step}  temp files {len(temps)}"
               + (f"  PROBLEM: {'; '.join(problems)}" if problems else ""))
         failures += problems
     events = read_events(out)

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ebjdat_engine.rundir import RunDir
 from ebjdat_engine.rundir.events import read_events
 
 
@@ -54,7 +55,7 @@ def main() -> None:
                       "--set", 'run.name="tui"'])
     subprocess.run(["tmux", "new", "-d", "-s", "ebjdat-bench", "-x", "100", "-y", "30", cmd], check=True)
     try:
-        while not (out / "tui" / "events.jsonl").exists():
+        while not RunDir(out / "tui").events.exists():
             time.sleep(0.5)
         wait_end(out / "tui", 3600)
     finally:

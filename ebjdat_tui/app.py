@@ -7,7 +7,7 @@ Keys write requests into `RUN/control/` (stop, checkpoint, eval); the job serves
 pace and never waits on the TUI.
 
 A study directory (`--attach studies/NAME`) opens `StudyApp`: the list of the study's runs, read
-from its results.json; enter watches one run (as above) with its screens over the list.
+from its results file; enter watches one run (as above) with its screens over the list.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 
-from ebjdat_engine.rundir import control
+from ebjdat_engine.rundir import RunDir, control
 
 from .launch import Launched, launch
 from .liveness import LIVE
@@ -319,7 +319,7 @@ class EbjdatApp(App[ExitInfo]):
             return ExitInfo(f"asked {run} to stop (control/stop); it checkpoints and ends with status 'stopped'"
                             f"\n  watch: ebjdat tui --attach {run}")
         if status == "stopped":
-            return ExitInfo(f"stopped: {run}  checkpoint: {run / 'checkpoints' / 'last.pt'}"
+            return ExitInfo(f"stopped: {run}  checkpoint: {RunDir(run).last_checkpoint}"
                             f"\n  continue with: ebjdat run --resume {run}")
         if status == "missing":
             detail = self.snapshot.detail if self.snapshot else f"no run directory at {run}"
@@ -329,7 +329,7 @@ class EbjdatApp(App[ExitInfo]):
         if status == "failed":
             output = (self.snapshot.detail.split("\n", 1)[1:] or [""])[0].strip() if self.snapshot else ""
             return ExitInfo(f"the job failed before it started{': ' if output else ''}{output}"
-                            f"\n  its whole output: {run / 'stdout.log'}", 2)
+                            f"\n  its whole output: {RunDir(run).stdout_log}", 2)
         return ExitInfo(f"{status}: {run}")
 
 

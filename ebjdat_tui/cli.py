@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from ebjdat_engine.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, NO_RUN_MARKERS, RESULTS_FILE, RESULTS_MD, RunDir
+
 app = typer.Typer(
     name="ebjdat",
     help="Train and evaluate classifiers that are accurate, robust and generative (EB-JDAT and family).",
@@ -27,6 +29,12 @@ MAX_SAMPLES = 10_000
 
 def _err(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def _names_in_doc(command):
+    """A command whose help (its docstring) names run and study files by their constants."""
+    command.__doc__ = command.__doc__.format(RESULTS_FILE=RESULTS_FILE, RESULTS_MD=RESULTS_MD)
+    return command
 
 
 #: recipe errors printed at most (a generated recipe can have thousands of unknown keys)
@@ -108,7 +116,8 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write the run here (must be new or empty)."),
         resume: Optional[Path] = typer.Option(None, "--resume",
-                                              help="Continue this run directory from checkpoints/last.pt."),
+                                              help=f"Continue this run directory from "
+                                                   f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}."),
         plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal.")) -> None:
     """Train headless; progress on stdout, everything in the run directory."""
     from ebjdat_engine.recipe import RecipeError, resolve
@@ -165,12 +174,12 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
         raise typer.Exit(130)
     progress.close()
     lines = [f"{result.status}: results in {result.run_dir}",
-             f"  events: {result.run_dir / 'events.jsonl'}   checkpoint: {result.run_dir / 'checkpoints' / 'last.pt'}"]
+             f"  events: {RunDir(result.run_dir).events}   checkpoint: {RunDir(result.run_dir).last_checkpoint}"]
     if result.status == "stopped":
         lines.append(f"  continue with: ebjdat run --resume {result.run_dir}")
     if result.status == "collapsed":
         lines.append(f"  collapsed (see the alarm events); last healthy state: "
-                     f"{result.run_dir / 'checkpoints' / 'last.pt'}")
+                     f"{RunDir(result.run_dir).last_checkpoint}")
     from .progress import best_effort
 
     best_effort(lambda: [typer.echo(line) for line in lines] and sys.stdout.flush())
@@ -509,6 +518,7 @@ def tui(recipe: Optional[Path] = typer.Argument(None,
 
 
 @app.command()
+@_names_in_doc
 def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[study], \\[protocol], \\[\\[arm]])."),
           jobs: Optional[int] = typer.Option(None, "--jobs",
                                              help="Runs trained and evaluated at once (default: the study's jobs)."),
@@ -519,7 +529,7 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
     """Run a study: arms x seeds as runs, each evaluated by one protocol, then tabled and plotted.
 
     Each run is an ordinary run directory under <study file's folder>/<name>/runs/; the study
-    writes results.json, results.md, trilemma.png and energies.png beside them.
+    writes {RESULTS_FILE}, {RESULTS_MD}, trilemma.png and energies.png beside them.
 
     Running it again skips finished runs, resumes stopped ones and re-evaluates only what changed.
     Ctrl-C stops cleanly (the running jobs checkpoint); run it again to continue."""
@@ -623,14 +633,13 @@ def export(runs: List[Path] = typer.Argument(...,
     extra (pip install tensorboard). runtime.tensorboard = true mirrors the same live into
     RUN/tensorboard."""
     from ebjdat_engine.export.tensorboard import TensorBoardMissing, export_run, missing_reason
-    from ebjdat_engine.rundir.layout import is_run_dir
 
     if (reason := missing_reason()) is not None:
         _err(f"ebjdat export: {reason}")
         raise typer.Exit(EXIT_BAD_INPUT)
     for run in runs:
-        if not run.is_dir() or not is_run_dir(run):
-            _err(f"ebjdat export: {run} is not a run directory (no events.jsonl or recipe.toml); "
+        if not RunDir(run).is_run():
+            _err(f"ebjdat export: {run} is not a run directory ({NO_RUN_MARKERS}); "
                  f"give a directory under runs/ (ebjdat ls lists them)")
             raise typer.Exit(EXIT_BAD_INPUT)
     names = [run.resolve().name for run in runs]

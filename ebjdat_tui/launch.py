@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ebjdat_engine.recipe import Recipe, resolve
-
-#: the launcher's own file in a fresh run directory (allowed by `ebjdat run --run-dir`)
-STDOUT_LOG = "stdout.log"
+from ebjdat_engine.rundir import STDOUT_LOG  # the launcher's own file in a fresh run (allowed by --run-dir)
 
 
 @dataclass(frozen=True)

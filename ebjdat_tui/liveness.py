@@ -1,4 +1,4 @@
-"""Whether a run's job is alive: its pid, host and start time from meta.json, checked against
+"""Whether a run's job is alive: its pid, host and start time from the run's meta, checked against
 the process table (a reused pid or a zombie is not the job), and the run status that follows
 (running, starting, died, ...). Linux /proc where there is one; kill(0) elsewhere.
 """
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ebjdat_engine.rundir import META_FILE
+from ebjdat_engine.rundir import RunDir
 
 #: statuses of an `end` event: the job is over
 TERMINAL = frozenset({"finished", "stopped", "collapsed", "crashed"})
@@ -23,7 +23,7 @@ LIVE = frozenset({"starting", "running", "running?"})
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
     try:
-        meta = json.loads((Path(run_dir) / META_FILE).read_text(encoding="utf-8"))
+        meta = json.loads(RunDir(run_dir).meta.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -47,7 +47,7 @@ def job_host(meta: dict[str, Any]) -> str | None:
 
 
 def job_start_time(meta: dict[str, Any]) -> float | None:
-    """When the job (the last resume, if any) wrote meta.json, in unix seconds."""
+    """When the job (the last resume, if any) wrote its meta, in unix seconds."""
     text = _last_launch(meta).get("start_time")
     try:
         return dt.datetime.fromisoformat(text).timestamp() if isinstance(text, str) else None
@@ -68,7 +68,7 @@ def _proc_state_and_start(pid: int) -> tuple[str, float] | None:
 
 def pid_alive(pid: int, started_by: float | None = None) -> bool:
     """Whether the job with this pid still runs. A process that started after `started_by` (the
-    job's meta.json time) merely reuses the pid of a job that is gone; a zombie has exited."""
+    job's meta start time) merely reuses the pid of a job that is gone; a zombie has exited."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

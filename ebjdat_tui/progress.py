@@ -1,6 +1,6 @@
 """Headless progress for `ebjdat run`: a rich progress bar on a terminal, plain lines otherwise.
 
-It is an event listener: it sees exactly what is written to events.jsonl, nothing more.
+It is an event listener: it sees exactly what is written to the run's event log, nothing more.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event reducer: a run's events.jsonl folded, one event at a time, into a `RunState`, and
+"""The event reducer: a run's event log folded, one event at a time, into a `RunState`, and
 the immutable `RunSnapshot` of it that the screens draw. No files and no processes here: the
 watcher reads the log and asks `liveness` about the job.
 """

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir import RunDir, is_run_dir
 from ebjdat_engine.rundir.events import read_events
 
 from .fmt import as_float
@@ -21,7 +21,7 @@ from .reducer import RunState
 
 def read_recipe_text(run_dir: Path) -> str | None:
     try:
-        return (Path(run_dir) / RECIPE_FILE).read_text(encoding="utf-8")
+        return RunDir(run_dir).recipe.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -32,7 +32,7 @@ def resolve_sample_path(run_dir: Path, path: str) -> Path | None:
     """A `sample` event's path may be absolute, relative to the job's cwd or to the run dir."""
     p = Path(path)
     candidates = [p] if p.is_absolute() else [Path.cwd() / p, run_dir / p]
-    candidates += [run_dir / "samples" / p.name, run_dir / "eval" / p.name]
+    candidates += [RunDir(run_dir).samples / p.name, RunDir(run_dir).eval_dir / p.name]
     for c in candidates:
         if c.is_file():
             return c
@@ -91,7 +91,7 @@ def summarize(run_dir: Path, now: float | None = None) -> RunSummary:
     last = state.last_time
     if last is None:
         try:
-            last = (run_dir / "events.jsonl").stat().st_mtime
+            last = RunDir(run_dir).events.stat().st_mtime
         except OSError:
             last = None
     return RunSummary(name=run_dir.name, path=run_dir, method=method, status=status, step=state.step,
@@ -101,17 +101,14 @@ def summarize(run_dir: Path, now: float | None = None) -> RunSummary:
 
 def find_runs(runs_dir: Path) -> list[Path]:
     """Run directories in `runs_dir` (or `runs_dir` itself when it is one), oldest first."""
-    def is_run(p: Path) -> bool:
-        return p.is_dir() and ((p / "events.jsonl").exists() or (p / RECIPE_FILE).exists()
-                               or (p / META_FILE).exists())
-
-    if is_run(runs_dir):
+    if is_run_dir(runs_dir):
         return [runs_dir]
-    runs = [p for p in runs_dir.iterdir() if is_run(p)]
+    runs = [p for p in runs_dir.iterdir() if is_run_dir(p)]
 
     def started(p: Path) -> float:
+        meta = RunDir(p).meta
         try:
-            return p.stat().st_mtime if not (p / META_FILE).exists() else (p / META_FILE).stat().st_mtime
+            return p.stat().st_mtime if not meta.exists() else meta.stat().st_mtime
         except OSError:
             return 0.0
 

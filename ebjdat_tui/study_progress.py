@@ -35,7 +35,7 @@ class PlainStudyProgress(Listener):
             try:
                 print(text, file=self.stream, flush=True)
             except (BrokenPipeError, OSError):
-                pass  # the console is best effort; results.json is the record
+                pass  # the console is best effort; the study's results file is the record
 
     def _k(self, task: RunTask) -> str:
         return f"[{self.tasks.index(task) + 1}/{self.total}]"

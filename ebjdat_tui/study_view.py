@@ -1,8 +1,8 @@
 """Reading a study directory (studies/<name>/, written by `ebjdat study`) for the TUI.
 
-Files only: results.json gives the arms, their runs and their evaluated numbers; a run still
-training is read from its own run directory (`runs.summarize`, cached on the size and mtime of its
-events.jsonl). Nothing here imports textual, so it is tested without an App; the study screen turns
+Files only: the results file (`StudyDir.results`) gives the arms, their runs and their evaluated
+numbers; a run still training is read from its own run directory (`runs.summarize`, cached on the
+size and mtime of its event log). Nothing here imports textual, so it is tested without an App; the study screen turns
 a `StudyView` into its header, table and detail lines.
 """
 
@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
+from ebjdat_engine.rundir import RESULTS_FILE, RunDir, StudyDir, is_run_dir
 from ebjdat_engine.study.table import finite_number
 
 from .fmt import fmt_age
 from .runs import RunSummary, summarize
-
-RESULTS_FILE = "results.json"
-LOCK_FILE = "study.lock"
 
 #: the colour of a run's (or a study's) state, like `ebjdat ls` colours a run's status
 STATE_STYLE = {
@@ -36,13 +33,9 @@ STATE_STYLE = {
 RUN_ENDED = frozenset({"stopped", "collapsed", "crashed", "died"})
 
 
-def is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("events.jsonl", META_FILE, RECIPE_FILE))
-
-
 def read_results(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(results.json as a dict with an "arms" list, None) or (None, why it cannot be read)."""
-    file = Path(path) / RESULTS_FILE
+    """(the results file as a dict with an "arms" list, None) or (None, why it cannot be read)."""
+    file = StudyDir(path).results
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -59,15 +52,15 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def is_study_dir(path: str | Path) -> bool:
-    """A study directory: results.json with an "arms" list; or, not being a run directory, one
-    with results.json (unreadable for now) or study.lock (a study that has just started)."""
+    """A study directory: a results file with an "arms" list; or, not being a run directory, one
+    with a results file (unreadable for now) or a study lock (a study that has just started)."""
     p = Path(path)
     if not p.is_dir():
         return False
     data, _ = read_results(p)
     if data is not None:
         return True
-    return not is_run_dir(p) and ((p / RESULTS_FILE).exists() or (p / LOCK_FILE).exists())
+    return not is_run_dir(p) and (StudyDir(p).results.exists() or StudyDir(p).lock.exists())
 
 
 # --- numbers ------------------------------------------------------------------------------------
@@ -156,7 +149,7 @@ class StudyView:
     rows: tuple[StudyRow, ...] = ()
     protocol: str = ""
     updated_age_s: float | None = None
-    error: str | None = None        # why results.json cannot be shown
+    error: str | None = None        # why the results file cannot be shown
 
     @property
     def counts(self) -> str:
@@ -165,7 +158,7 @@ class StudyView:
 
 
 class SummaryCache:
-    """`runs.summarize` of a run directory, re-read when its events.jsonl changes (or every
+    """`runs.summarize` of a run directory, re-read when its event log changes (or every
     `max_age_s`, for the liveness of its job)."""
 
     def __init__(self, max_age_s: float = 5.0):
@@ -176,7 +169,7 @@ class SummaryCache:
         if not run_dir.is_dir():
             return None
         try:
-            st = (run_dir / "events.jsonl").stat()
+            st = RunDir(run_dir).events.stat()
             key: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
         except OSError:
             key = None
@@ -323,13 +316,13 @@ def arm_rows(study_dir: Path, arm: dict[str, Any], summaries: SummaryCache | Non
 
 
 def load_study(path: str | Path, summaries: SummaryCache | None = None, now: float | None = None) -> StudyView:
-    """The study in `path` as the screen shows it; never raises on a bad results.json."""
+    """The study in `path` as the screen shows it; never raises on a bad results file."""
     path = Path(path)
     now = time.time() if now is None else now
     summaries = SummaryCache() if summaries is None else summaries
     data, error = read_results(path)
     if data is None:
-        state = "waiting" if not (path / RESULTS_FILE).exists() else "unreadable"
+        state = "waiting" if not StudyDir(path).results.exists() else "unreadable"
         return StudyView(path=path, name=path.name, state=state, error=error)
     try:
         rows: list[StudyRow] = []
@@ -347,9 +340,9 @@ def load_study(path: str | Path, summaries: SummaryCache | None = None, now: flo
         return StudyView(path=path, name=str(data.get("study") or path.name), state=str(data.get("state") or "?"),
                          done=done, failed=failed, total=runs, rows=tuple(rows), protocol=protocol_line(data),
                          updated_age_s=_age(data.get("updated"), now))
-    except Exception as e:  # noqa: BLE001 - a results.json of an unexpected shape: say so, do not crash
+    except Exception as e:  # noqa: BLE001 - a results file of an unexpected shape: say so, do not crash
         return StudyView(path=path, name=path.name, state="unreadable",
-                         error=f"{path / RESULTS_FILE} has an unexpected shape ({type(e).__name__}: {e})")
+                         error=f"{StudyDir(path).results} has an unexpected shape ({type(e).__name__}: {e})")
 
 
 def updated_text(view: StudyView) -> str:

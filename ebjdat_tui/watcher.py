@@ -1,7 +1,7 @@
 """The file watcher: a background thread that tails a run directory and posts messages.
 
-It reads only files (events.jsonl through `EventTail`, which keeps a half-written last line back,
-meta.json, recipe.toml, control/handled/, sample PNGs) and checks whether the job's process is
+It reads only files (the event log through `EventTail`, which keeps a half-written last line back,
+the meta, the recipe, control/handled/, sample PNGs; names from `RunDir`) and checks whether the job's process is
 alive; it never touches a widget. The job never waits on it: the log is append-only and the
 watcher only reads.
 """
@@ -15,15 +15,14 @@ from typing import Any, Callable
 
 from textual.message import Message
 
-from ebjdat_engine.rundir import META_FILE, RECIPE_FILE
-from ebjdat_engine.rundir.events import EventTail
+from ebjdat_engine.rundir import NO_RUN_MARKERS, RunDir, is_run_dir
 
 from .liveness import LIVE, job_status, process_alive, read_meta
 from .messages import AlarmRaised, ControlServed, RunEnded, RunUpdated
 from .reducer import RunState
 from .runs import newest_sample, read_recipe_text, resolve_sample_path
 
-#: lines of stdout.log shown when a launched job fails before its first event
+#: lines of the launcher's stdout log shown when a launched job fails before its first event
 FAILED_TAIL_LINES = 20
 
 
@@ -43,7 +42,7 @@ class RunWatcher:
     """Polls `run_dir` every `interval` seconds in a daemon thread; `post` receives messages.
 
     `process` is the job's `Popen` when this TUI launched it (its exit is then known exactly,
-    and a zombie is never mistaken for a live job); otherwise the pid in meta.json is checked.
+    and a zombie is never mistaken for a live job); otherwise the pid in the run's meta is checked.
     `poll_once` does one round synchronously (tests call it without the thread).
     """
 
@@ -51,12 +50,13 @@ class RunWatcher:
                  process: subprocess.Popen | None = None, interval: float = 0.2,
                  slow_every: int = 5):
         self.run_dir = Path(run_dir)
+        self.files = RunDir(self.run_dir)
         self.post = post
         self.process = process
         self.interval = interval
         self.slow_every = slow_every
         self.state = RunState(self.run_dir)
-        self._tail = EventTail(self.run_dir)
+        self._tail = self.files.tail()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._polls = 0
@@ -139,25 +139,25 @@ class RunWatcher:
         if self.process is not None and alive is False and state.start is None and state.end is None:
             code = self.process.returncode
             how = f"was ended by signal {-code}" if code < 0 else f"exited with code {code}"
-            log = tail_text(self.run_dir / "stdout.log")
+            log = tail_text(self.files.stdout_log)
             return "failed", (f"the job {how} before its first event; "
-                              f"the end of {self.run_dir / 'stdout.log'}:\n{log}")
-        if self.process is None and state.n_events == 0 and not self._meta and not any(
-                (self.run_dir / name).exists() for name in ("events.jsonl", META_FILE, RECIPE_FILE, "stdout.log")):
-            runs = sorted(p.name for p in self.run_dir.iterdir() if (p / "events.jsonl").exists())[-5:]
+                              f"the end of {self.files.stdout_log}:\n{log}")
+        if (self.process is None and state.n_events == 0 and not self._meta and not self.files.is_run()
+                and not self.files.stdout_log.exists()):  # a launcher's folder before its job wrote anything
+            runs = sorted(p.name for p in self.run_dir.iterdir() if is_run_dir(p))[-5:]
             hint = f"; it holds runs: {', '.join(runs)}" if runs else ""
-            return "missing", f"{self.run_dir} is not a run directory (no events.jsonl, meta.json or recipe.toml){hint}"
+            return "missing", f"{self.run_dir} is not a run directory ({NO_RUN_MARKERS}){hint}"
         if state.end_status() == "crashed":
             end = state.end or {}
             return "crashed", str(end.get("error") or "crashed")
         status, detail = job_status(state.end_status(), state.start is not None, alive, state.last_time)
         if status == "starting" and self.process is None and not self._meta:
-            detail = "waiting for the job to write meta.json"
+            detail = f"waiting for the job to write {self.files.meta.name}"
         return status, detail
 
     def _read_meta(self) -> None:
         try:
-            mtime = (self.run_dir / META_FILE).stat().st_mtime
+            mtime = self.files.meta.stat().st_mtime
         except OSError:
             return
         if mtime != self._meta_mtime:
@@ -167,7 +167,7 @@ class RunWatcher:
     def _read_side_files(self, slow: bool) -> None:
         if self._recipe_text is None or (slow and self.state.start is not None
                                          and self.state.start.get("resumed_from") is not None):
-            if (self.run_dir / RECIPE_FILE).exists():
+            if self.files.recipe.exists():
                 self._recipe_text = read_recipe_text(self.run_dir)
         sample = self.state.sample_event
         if sample is not None and id(sample) != self._sample_event_id:
@@ -183,7 +183,7 @@ class RunWatcher:
                 self._sample = newest
 
     def _served(self) -> list[Message]:
-        handled_dir = self.run_dir / "control" / "handled"
+        handled_dir = self.files.control / "handled"
         try:
             names = {p.name for p in handled_dir.iterdir()}
         except OSError:

@@ -8,6 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
+from ebjdat_engine.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT
+
 
 class ConfirmStopScreen(ModalScreen[bool]):
     """Dismisses with True (stop) or False."""
@@ -28,7 +30,7 @@ class ConfirmStopScreen(ModalScreen[bool]):
         when = f" (it looks every {self.control_every} steps)" if self.control_every else ""
         with Vertical(id="dialog"):
             yield Label(f"Stop {self.run_name}?", id="question")
-            yield Label(f"The job finishes its step, writes checkpoints/last.pt and ends with status "
+            yield Label(f"The job finishes its step, writes {CHECKPOINT_DIR}/{LAST_CHECKPOINT} and ends with status "
                         f"'stopped'{when}. [b]y[/b] stop  ·  [b]esc[/b] cancel", id="hint")
             with Horizontal(id="buttons"):
                 yield Button("Stop the job", id="yes", variant="error")

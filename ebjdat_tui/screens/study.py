@@ -12,6 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
+from ebjdat_engine.rundir import RESULTS_FILE
+
 from ..study_view import STATE_STYLE, StudyRow, StudyView, SummaryCache, load_study, updated_text
 from ..widgets.notice import Notice
 
@@ -82,7 +84,7 @@ class StudyScreen(Screen):
     # --- reading ------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read results.json (and the training runs) in a thread; skipped under a dashboard."""
+        """Re-read the results file (and the training runs) in a thread; skipped under a dashboard."""
         if not self.is_current or (self._worker is not None and self._worker.is_running):
             return
         self._worker = self.run_worker(lambda: load_study(self.path, self.summaries), thread=True,
@@ -117,7 +119,7 @@ class StudyScreen(Screen):
         detail = self.query_one("#study-detail", Static)
         if view.error:
             notice.show("Cannot show this study", f"{view.error}.\n\nIt is read again every second: the list "
-                        "appears once `ebjdat study` has written a readable results.json.\nq quits.",
+                        f"appears once `ebjdat study` has written a readable {RESULTS_FILE}.\nq quits.",
                         severity="warning" if view.state == "waiting" else "error")
             table.display = detail.display = False
             if table.has_focus:
