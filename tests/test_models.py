@@ -282,6 +282,11 @@ def test_cnn_pool_keeps_the_spatial_layout_for_the_head() -> None:
         conv_map = flat.body(flat.stem(flat.normalize(x)))
         assert conv_map.shape[-2:] == (7, 7)
         torch.testing.assert_close(flat.trunk(flat.stem(flat.normalize(x))), conv_map.flatten(1))
+    # decided at build time (the map is already 7x7), so the model stays traceable by torch.fx
+    assert isinstance(flat.pool, nn.Identity) and isinstance(gap.pool, nn.AdaptiveAvgPool2d)
+    torch.fx.symbolic_trace(flat)
+    other = build_model(small_cfg("cnn", width=1, pool=7), (1, 32, 32), 10)  # an 8x8 map: pooled to 7x7
+    assert isinstance(other.pool, nn.AdaptiveAvgPool2d) and other(torch.rand(2, 1, 32, 32)).shape == (2, 10)
 
 
 def test_build_model_rejects_bad_shapes() -> None:

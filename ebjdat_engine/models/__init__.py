@@ -47,7 +47,7 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], n_classes: 
     if cfg.arch == "wrn":
         return WideResNet(cfg, in_channels, n_classes)
     if cfg.arch == "cnn":
-        return SmallCNN(cfg, in_channels, n_classes)
+        return SmallCNN(cfg, in_channels, n_classes, resolution=(int(image_shape[1]), int(image_shape[2])))
     if cfg.arch == "resnet":
         return ResNet(cfg, in_channels, n_classes, resolution=int(image_shape[1]))
     raise ValueError(f"unknown arch {cfg.arch!r}; expected 'wrn', 'cnn' or 'resnet'")

@@ -32,7 +32,8 @@ def _conv(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 class SmallCNN(Classifier):
     """The small CNN of the module docstring, on [0, 1] images; ``stem`` is its first conv."""
 
-    def __init__(self, cfg: ModelConfig, in_channels: int, n_classes: int) -> None:
+    def __init__(self, cfg: ModelConfig, in_channels: int, n_classes: int,
+                 resolution: tuple[int, int] | None = None) -> None:
         super().__init__(cfg, n_classes)
         w = cfg.width
         c1, c2, c3 = 16 * w, 32 * w, 64 * w
@@ -44,15 +45,16 @@ class SmallCNN(Classifier):
             _conv(c2, c2), norm_from_config(cfg, c2), nn.LeakyReLU(cfg.leak),
             _conv(c2, c3, stride=2), norm_from_config(cfg, c3), nn.LeakyReLU(cfg.leak),
         )
-        self.pool_size = cfg.pool
-        self.pool = nn.AdaptiveAvgPool2d(cfg.pool)
+        # two stride-2 convolutions (padding 1): each side becomes ceil(side / 2), twice
+        conv_map = tuple(-(-(-(-side // 2)) // 2) for side in resolution) if resolution else None
+        # already p x p (p > 1): pooling would be the identity, and costs time in the samplers'
+        # backward passes; decided here, not per call, so the model stays traceable (torch.fx)
+        same = cfg.pool > 1 and conv_map == (cfg.pool, cfg.pool)
+        self.pool = nn.Identity() if same else nn.AdaptiveAvgPool2d(cfg.pool)
         self.feature_dim = c3 * cfg.pool * cfg.pool
         self.head = nn.Linear(self.feature_dim, n_classes)
         init_weights(self, cfg.leak)
 
     def trunk(self, h: torch.Tensor) -> torch.Tensor:
         """Stem output -> conv blocks -> average pool to p x p, flattened: (N, 64w p^2)."""
-        h = self.body(h)
-        if h.shape[-2:] != (self.pool_size, self.pool_size):  # already p x p: pooling is the identity
-            h = self.pool(h)
-        return h.flatten(1)
+        return self.pool(self.body(h)).flatten(1)

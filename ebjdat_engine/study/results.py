@@ -115,6 +115,10 @@ def ebjdat_settings(recipe) -> dict[str, Any]:
             "w3": m.w3, "noise": a.noise, "steps": a.steps}
 
 
+def _runs_at_a_time(jobs: int) -> str:
+    return "one run at a time" if jobs == 1 else f"{jobs} runs at a time"
+
+
 def _what(arm: dict[str, Any]) -> str:
     if not arm.get("base"):
         return str(arm["method"])
@@ -236,7 +240,7 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc.get("machine", {})
     lines.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, device {m.get('device', '?')}, "
                  f"torch {m.get('torch', '?')}. Wall time of the study: {doc['wall_s'] / 60:.1f} min "
-                 f"({doc.get('jobs', 1)} runs at a time); its runs' training and evaluation took "
+                 f"({_runs_at_a_time(doc.get('jobs', 1))}); its runs' training and evaluation took "
                  f"{doc.get('compute_s', 0) / 60:.1f} min in all.")
     lines.append("")
     gen = f"{p['n_samples']} generated samples ({p['samples']})"
