@@ -208,7 +208,7 @@ class ModelConfig:
                       "convolution and 3x3 max-pool: about 1/15 of the FLOPs at the same resolution), "
                       "'auto' (small up to 64 px, large above).", check=one_of(*STEMS))
     init_from: Optional[str] = field(None, "Warm start: a run directory or checkpoint file whose "
-                                     "weights (its last.pt) start this run; not the optimizer (that is "
+                                     "weights (its last checkpoint) start this run; not the optimizer (that is "
                                      "--resume). BatchNorm is folded into the preceding convolutions "
                                      "when the source has it and this recipe has norm 'none' (DAT stage "
                                      "1 -> 2). Relative to the working directory.")
@@ -344,7 +344,7 @@ class TrainConfig:
     log_every: int = field(10, "Copy metrics to the event log every this many steps (the only host "
                            "sync in the loop).", check=at_least(1))
     ckpt_every: int = field(0, "Keep checkpoints/epoch_<n>.pt every this many epochs (0: only "
-                            "last.pt and best.pt).", check=at_least(0))
+                            "the last and the best).", check=at_least(0))
     control_every: int = field(20, "Look for requests in control/ every this many steps.",
                                check=at_least(1))
     ema: float = field(0.0, "Decay of an exponential moving average of the weights and BatchNorm "
