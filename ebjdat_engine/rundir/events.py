@@ -17,6 +17,15 @@ from .layout import EVENTS_FILE
 
 Listener = Callable[[dict[str, Any]], None]
 
+#: loss-term names written before the terms took the paper's symbols (h1, h2, h3): runs recorded
+#: with them still read, under today's names, through :func:`canonical_terms`
+OLD_TERM_NAMES = {"px": "h1_px", "l2": "h1_l2", "h2": "h2_adv", "ce_adv": "h3_ce_adv"}
+
+
+def canonical_terms(terms: dict[str, Any] | None) -> dict[str, Any]:
+    """A `metrics` event's loss terms under today's names (old runs' names translated)."""
+    return {OLD_TERM_NAMES.get(name, name): value for name, value in (terms or {}).items()}
+
 
 def _jsonable(value: Any) -> Any:
     """Plain JSON: non-finite floats become strings ("nan", "inf") so every line parses."""
