@@ -27,7 +27,7 @@ def listener_cost(n_events: int) -> dict[str, float]:
     from ebjdat_engine.export.tensorboard import LiveMirror
 
     metrics = {"type": "metrics", "time": 0.0, "epoch": 1.0, "loss": 1.5, "loss_avg": 1.6, "acc": 0.5,
-               "terms": {"px": 0.1, "ce": 1.0, "h2": 0.2}, "lr": 0.1, "images_per_s": 500.0}
+               "terms": {"h1_px": 0.1, "ce": 1.0, "h2_adv": 0.2}, "lr": 0.1, "images_per_s": 500.0}
     energy = {"type": "energy", "time": 0.0, "epoch": 1.0, "range": [-20.0, 10.0], "bins": 40,
               "populations": {p: {"n": 640, "mean": -1.0, "std": 1.0, "quantiles": {"q50": -1.0},
                                   "hist": [0] * 10 + [64] * 10 + [0] * 20}

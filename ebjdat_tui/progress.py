@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any, Callable, TextIO
 
+from ebjdat_engine.rundir.events import canonical_terms
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
@@ -18,7 +20,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def metrics_line(event: dict[str, Any]) -> str:
     parts = [f"step {event['step']}", f"epoch {event['epoch']:.2f}", f"loss {_fmt(event.get('loss'))}"]
-    for name, value in (event.get("terms") or {}).items():
+    for name, value in canonical_terms(event.get("terms")).items():
         parts.append(f"{name} {_fmt(value)}")
     if "acc" in event:
         parts.append(f"acc {_fmt(event['acc'], 3)}")

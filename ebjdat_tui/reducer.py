@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ebjdat_engine.rundir.events import canonical_terms
+
 from .fmt import as_float, describe, eval_block
 
 
@@ -179,10 +181,12 @@ class RunState:
                 s.clear()
 
     def _on_metrics(self, event: dict[str, Any]) -> None:
+        terms = event.get("terms")
+        # runs recorded before the terms took the paper's names read under today's names
+        event = {**event, "terms": canonical_terms(terms if isinstance(terms, dict) else {})}
         self.metrics = event
         values: dict[str, Any] = {"loss": event.get("loss")}
-        terms = event.get("terms")
-        values.update(terms if isinstance(terms, dict) else {})
+        values.update(event["terms"])
         for key in ("acc", "acc_adv", "lr"):
             if key in event:
                 values[key] = event[key]

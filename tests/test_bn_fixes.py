@@ -60,9 +60,9 @@ def test_ebjdat_ascent_normalises_with_the_clean_batch_statistics(tiny_recipe):
         samples = method.draw(model, batch)
     finally:
         hook.remove()
-    assert torch.equal(samples["x_q"], torch.ones_like(samples["x_q"]))  # the sampler stood still
+    assert torch.equal(samples.x_q, torch.ones_like(samples.x_q))  # the sampler stood still
     m_clean, _ = _first_bn_stats(model, batch.x)
-    m_gen, _ = _first_bn_stats(model, samples["x_q"])
+    m_gen, _ = _first_bn_stats(model, samples.x_q)
     gap = (m_gen - m_clean).norm()
     assert len(seen) == 1 + 2                 # the reference logits l(x), then K = 2 ascent steps
     for running in seen:                      # 0.9 * clean + 0.1 * (0.9 * generated + 0.1 * 0)
@@ -107,7 +107,7 @@ def _one_pgd_at_step(tiny_recipe, w_ce):
     samples = method.draw(model, batch)       # eval-mode attack: no running-stat update
     torch.testing.assert_close(bn.running_mean, r_mean)
     clean = _first_bn_stats(model, batch.x)   # with the parameters of the forward, before the step
-    adv = _first_bn_stats(model, samples["x_adv"])
+    adv = _first_bn_stats(model, samples.x_adv)
     out = method.terms(model, batch, samples)
     loss = sum(method.weights[k] * v for k, v in out.terms.items() if method.weights[k] != 0)
     optimizer.zero_grad()
@@ -123,7 +123,7 @@ def test_madry_pgd_at_running_statistics_are_the_adversarial_batch_only(tiny_rec
     torch.testing.assert_close(bn.running_var, 0.5 * r_var + 0.5 * adv[1], rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.5                 # restored after the frozen clean forward
     # the clean accuracy and energies are still reported, from batch statistics
-    assert set(out.terms) == {"ce", "ce_adv"} and torch.isfinite(out.terms["ce"])
+    assert set(out.terms) == {"ce", "h3_ce_adv"} and torch.isfinite(out.terms["ce"])
     assert 0.0 <= float(out.stats["acc"]) <= 1.0 and out.energies["clean"].shape == (32,)
 
 

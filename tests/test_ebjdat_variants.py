@@ -13,7 +13,7 @@ from conftest import ebjdat
 from test_samplers import images, linf, tiny_model
 
 from ebjdat_engine.methods import MethodContext, build_method
-from ebjdat_engine.methods.base import Batch
+from ebjdat_engine.methods.base import Batch, Samples
 from ebjdat_engine.models import energy
 from ebjdat_engine.recipe import RecipeError, resolve
 from ebjdat_engine.rundir.events import read_events
@@ -72,19 +72,19 @@ def _method_and_batch(h2: str, tiny_recipe):
     x, y = images(64, 0.1, 0.9, seed=2), torch.arange(64) % 10
     batch = Batch(x=x, y=y, x_px=images(64, 0.1, 0.9, seed=3))
     x_adv = ebjdat_ascent(model, x, y, eps=0.1, step_size=0.025, steps=5, objective="energy", random_start=False)
-    return method, model, batch, {"x_q": images(64, seed=4), "x_adv": x_adv}
+    return method, model, batch, Samples(x_q=images(64, seed=4), x_adv=x_adv)
 
 
 def _after_one_step_on_h2(method, model, batch, samples):
     """(mean E(x̃) - E(x), mean E(x̃)) before and after one SGD step on h2 alone."""
     def measure(m):
         with torch.no_grad():
-            e_clean, e_adv = energy(m(batch.x)), energy(m(samples["x_adv"]))
+            e_clean, e_adv = energy(m(batch.x)), energy(m(samples.x_adv))
         return (e_adv - e_clean).mean().item(), e_adv.mean().item()
 
     before = measure(model)
     stepped = copy.deepcopy(model)
-    h2 = method.terms(stepped, batch, samples).terms["h2"]
+    h2 = method.terms(stepped, batch, samples).terms["h2_adv"]
     grads = torch.autograd.grad(h2, [p for p in stepped.parameters()], allow_unused=True)
     with torch.no_grad():
         for p, g in zip(stepped.parameters(), grads):
@@ -99,7 +99,7 @@ def test_h2_align_is_the_paired_energy_gap_and_lowers_it(tiny_recipe) -> None:
     method, model, batch, samples = _method_and_batch("align", tiny_recipe)
     (gap0, _), (gap1, _), h2 = _after_one_step_on_h2(method, model, batch, samples)
     with torch.no_grad():
-        paired = (energy(model(samples["x_adv"])) - energy(model(batch.x))).mean()
+        paired = (energy(model(samples.x_adv)) - energy(model(batch.x))).mean()
     torch.testing.assert_close(h2.detach(), paired, rtol=1e-5, atol=1e-5)
     assert gap1 < gap0 - 1e-3
 
@@ -110,14 +110,14 @@ def test_h2_negatives_raises_the_energy_of_the_adversarial_examples(tiny_recipe)
     lowers it against x̃'s own clean images."""
     method, model, batch, samples = _method_and_batch("negatives", tiny_recipe)
     with torch.no_grad():
-        expect = -energy(model(samples["x_adv"])).mean() + energy(model(batch.x_px)).mean()
+        expect = -energy(model(samples.x_adv)).mean() + energy(model(batch.x_px)).mean()
 
     def contrast(m):
         with torch.no_grad():
-            return (energy(m(samples["x_adv"])).mean() - energy(m(batch.x_px)).mean()).item()
+            return (energy(m(samples.x_adv)).mean() - energy(m(batch.x_px)).mean()).item()
 
     stepped = copy.deepcopy(model)
-    h2 = method.terms(stepped, batch, samples).terms["h2"]
+    h2 = method.terms(stepped, batch, samples).terms["h2_adv"]
     torch.testing.assert_close(h2.detach(), expect, rtol=1e-5, atol=1e-5)
     grads = torch.autograd.grad(h2, list(stepped.parameters()), allow_unused=True)
     with torch.no_grad():

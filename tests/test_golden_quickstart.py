@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden_quickstart.json"
 OVERRIDES = ["train.max_steps=6", "train.log_every=1", "monitor.every=0", "eval.every_epochs=0",

@@ -188,8 +188,8 @@ def test_dat_takes_its_negatives_from_a_seed_folder(tiny_recipe, tmp_path):
                                      input_std=0.5))
     x_seed = seed_split.images[:4].float() / 255
     batch = Batch(torch.rand(4, 1, 8, 8), torch.arange(4), x_seed=x_seed)
-    assert torch.equal(dat.draw(model, batch)["x_neg"], x_seed)
-    assert not torch.equal(dat.draw(model, Batch(batch.x, batch.y))["x_neg"], x_seed)
+    assert torch.equal(dat.draw(model, batch).x_neg, x_seed)
+    assert not torch.equal(dat.draw(model, Batch(batch.x, batch.y)).x_neg, x_seed)
     result = run(recipe, None)
     assert result.status == "finished"
     start = [e for e in read_events(result.run_dir) if e["type"] == "start"][0]

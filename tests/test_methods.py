@@ -19,21 +19,21 @@ SMALL = ["train.max_steps=3", "train.log_every=1", "monitor.every=3", "train.px_
 
 CASES = {
     "standard": (["method.name=standard"], {"ce"}, {"clean"}),
-    "pgd_at": (["method.name=pgd_at"], {"ce", "ce_adv"}, {"clean", "adversarial"}),
+    "pgd_at": (["method.name=pgd_at"], {"ce", "h3_ce_adv"}, {"clean", "adversarial"}),
     "trades": (["method.name=trades"], {"ce", "kl"}, {"clean", "adversarial"}),
-    "jem": (["method.name=jem"], {"px", "ce"}, {"clean", "generated"}),
-    "jempp": (["method.name=jempp", 'sampler.buffer_init="class_gaussian"'], {"px", "ce"},
+    "jem": (["method.name=jem"], {"h1_px", "ce"}, {"clean", "generated"}),
+    "jempp": (["method.name=jempp", 'sampler.buffer_init="class_gaussian"'], {"h1_px", "ce"},
               {"clean", "generated"}),
-    "sadajem": (["method.name=sadajem", "method.l2_energy=0.1"], {"px", "ce", "l2"},
+    "sadajem": (["method.name=sadajem", "method.l2_energy=0.1"], {"h1_px", "ce", "h1_l2"},
                 {"clean", "generated"}),
-    "ebjdat-jem": (["method.name=ebjdat", "method.base=jem"], {"px", "ce", "h2", "ce_adv"},
+    "ebjdat-jem": (["method.name=ebjdat", "method.base=jem"], {"h1_px", "ce", "h2_adv", "h3_ce_adv"},
                    {"clean", "adversarial", "generated"}),
-    "ebjdat-jempp": (["method.name=ebjdat", "method.base=jempp"], {"px", "ce", "h2", "ce_adv"},
+    "ebjdat-jempp": (["method.name=ebjdat", "method.base=jempp"], {"h1_px", "ce", "h2_adv", "h3_ce_adv"},
                      {"clean", "adversarial", "generated"}),
-    "ebjdat-sadajem": (["method.name=ebjdat", "method.base=sadajem"], {"px", "ce", "h2", "ce_adv"},
+    "ebjdat-sadajem": (["method.name=ebjdat", "method.base=sadajem"], {"h1_px", "ce", "h2_adv", "h3_ce_adv"},
                        {"clean", "adversarial", "generated"}),
     "dat": (["method.name=dat", 'adversary.norm="l2"', 'adversary.eps="0.5"', 'adversary.step_size="0.1"'],
-            {"bce", "ce_adv", "ce"}, {"clean", "adversarial", "generated"}),
+            {"h1_bce", "h3_ce_adv", "ce"}, {"clean", "adversarial", "generated"}),
 }
 
 
@@ -68,7 +68,7 @@ def test_weighted_loss_is_the_sum_of_weighted_terms(tiny_recipe):
     for m in (e for e in read_events(result.run_dir) if e["type"] == "metrics"):
         expect = sum(m["weights"][k] * v for k, v in m["terms"].items())
         assert m["loss"] == pytest.approx(expect, rel=1e-5, abs=1e-6)
-        assert m["weights"]["h2"] == 0.5 and m["weights"]["ce_adv"] == 2.0
+        assert m["weights"]["h2_adv"] == 0.5 and m["weights"]["h3_ce_adv"] == 2.0
 
 
 def test_reference_profile_reads_eps_in_minus1_1_units_and_does_not_project(tiny_recipe):
@@ -205,8 +205,8 @@ def test_sam_second_pass_keeps_the_l2_stabiliser_except_in_the_reference_profile
     samples = method.draw(model, batch)
     first = method.terms(model, batch, samples)
     second = method.terms(model, batch, samples, second_pass=True)
-    assert "l2" in first.terms
-    assert ("l2" in second.terms) is expect_l2
+    assert "h1_l2" in first.terms
+    assert ("h1_l2" in second.terms) is expect_l2
 
 
 def test_dat_checks_its_auc_curriculum_on_its_own_cadence(tiny_recipe):

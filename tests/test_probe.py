@@ -14,9 +14,9 @@ from ebjdat_engine.eval.generation import draw_buffer
 from ebjdat_engine.eval.landscape import energies
 from ebjdat_engine.eval.robustness import pgd_examples
 from ebjdat_engine.models import energy
-from ebjdat_engine.monitor.generated import GeneratedSource, seeded
 from ebjdat_engine.monitor.generation import GenerationTrace
 from ebjdat_engine.monitor.probe import EnergyProbe, heldout_split
+from ebjdat_engine.monitor.sample_source import GeneratedSource, seeded
 from ebjdat_engine.recipe import DataConfig, MonitorConfig, resolve
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.samplers import ReplayBuffer

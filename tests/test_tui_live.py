@@ -43,7 +43,7 @@ def test_launch_leave_attach_and_stop_a_real_run(tmp_path: Path, launched):
         await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.metrics is not None,
                        timeout=90, what="the first metrics of the job")
         # progress, loss terms and the energy populations on screen
-        await wait_for(pilot, lambda: all(w in screen_text(app) for w in ("RUNNING", "img/s", "ce_adv", "■clean")))
+        await wait_for(pilot, lambda: all(w in screen_text(app) for w in ("RUNNING", "img/s", "h3_ce_adv", "■clean")))
         await pilot.press("q")
         await wait_for(pilot, lambda: "Leave it running" in screen_text(app))
         await pilot.press("l")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..rundir.events import read_events
+from ..rundir.events import canonical_terms, read_events
 from ..rundir.layout import RECIPE_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger("ebjdat")
@@ -180,6 +180,7 @@ class Mirror:
         self.text("run/recipe", _code(recipe), step, t)
 
     def _on_metrics(self, e: dict[str, Any], step: int, t: float | None) -> None:
+        e = {**e, "terms": canonical_terms(e.get("terms"))}  # old runs' term names, today's tags
         values = _scalars("train", e, skip=("type", "time", "step", "weights", "window_steps"))
         self.scalars(values, step, t)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..recipe import AdversaryConfig, MethodConfig, RecipeError, SamplerConfig
 from .adversarial import PGDAT, TRADES
-from .base import Batch, Method, MethodContext, StepOutput
+from .base import Batch, Method, MethodContext, Samples, StepOutput, loss_weights
 from .dat import DAT
 from .ebjdat import EBJDAT
 from .jem import JEMFamily
@@ -36,4 +36,4 @@ def build_method(cfg: MethodConfig, sampler: SamplerConfig, adversary: Adversary
     raise AssertionError(f"schema admits method {cfg.name!r} but no module builds it")
 
 
-__all__ = ["Batch", "Method", "MethodContext", "StepOutput", "build_method"]
+__all__ = ["Batch", "Method", "MethodContext", "Samples", "StepOutput", "build_method", "loss_weights"]

@@ -1,6 +1,6 @@
 """Adversarial-training baselines: PGD-AT (Madry et al.) and TRADES (Zhang et al.).
 
-    PGD-AT:  L = w_ce · CE(l(x), y) + w3 · CE(l(x̃), y),       x̃ = PGD on CE within ε
+    PGD-AT:  L = w_ce · CE(l(x), y) + w3 · h3_ce_adv,  h3_ce_adv = CE(l(x̃), y),  x̃ = PGD on CE within ε
     TRADES:  L = w_ce · CE(l(x), y) + β · KL(p(·|x) ‖ p(·|x̃)),  x̃ = PGD on that KL
 
 Madry's PGD-AT is w_ce = 0, w3 = 1 (recipes/baselines/pgd_at.toml). Attacks run with the
@@ -23,7 +23,7 @@ from torch import nn
 from ..models.normalize import bn_stats_frozen
 from ..recipe import AdversaryConfig, MethodConfig
 from ..samplers import bn_mode, frozen_params, pgd, trades_attack
-from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
+from .base import Batch, Method, MethodContext, Samples, StepOutput, clean_forward, energies_of, loss_weights
 from .budgets import pixel_budget
 
 
@@ -35,53 +35,46 @@ class _Adversarial(Method):
         self.ctx = ctx
         self.budget = pixel_budget(adversary, "standard")
         self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe()}
+        self.weights = loss_weights(cfg)
 
 
 class PGDAT(_Adversarial):
     name = "pgd_at"
 
-    def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
-        super().__init__(cfg, adversary, ctx)
-        self.weights = {"ce": cfg.w_ce, "ce_adv": cfg.w3}
-
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
         with bn_mode(model, a.bn_mode), frozen_params(model):
             x_adv = pgd(model, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
                         step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
                         autocast=self.ctx.autocast)
-        return {"x_adv": x_adv}
+        return Samples(x_adv=x_adv)
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
         if self.weights["ce"] == 0.0:  # Madry: the clean batch must not touch the BN running stats
             with torch.no_grad(), bn_stats_frozen(model):
                 logits, ce, acc = clean_forward(model, batch)
         else:
             logits, ce, acc = clean_forward(model, batch)
-        logits_adv = model(samples["x_adv"]).float()
-        ce_adv = F.cross_entropy(logits_adv, batch.y)
+        logits_adv = model(samples.x_adv).float()
+        h3_ce_adv = F.cross_entropy(logits_adv, batch.y)
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
-        return StepOutput(terms={"ce": ce, "ce_adv": ce_adv}, stats={"acc": acc, "acc_adv": acc_adv},
+        return StepOutput(terms={"ce": ce, "h3_ce_adv": h3_ce_adv}, stats={"acc": acc, "acc_adv": acc_adv},
                           energies={"clean": energies_of(logits), "adversarial": energies_of(logits_adv)})
 
 
 class TRADES(_Adversarial):
-    name = "trades"
+    name = "trades"   # linf only: the recipe layer refuses 'l2'
 
-    def __init__(self, cfg: MethodConfig, adversary: AdversaryConfig, ctx: MethodContext):
-        super().__init__(cfg, adversary, ctx)  # linf only: the recipe layer refuses 'l2'
-        self.weights = {"ce": cfg.w_ce, "kl": cfg.trades_beta}
-
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
         with bn_mode(model, a.bn_mode), frozen_params(model):
             x_adv = trades_attack(model, batch.x, eps=self.budget.eps, step_size=self.budget.step_size,
                                   steps=a.steps, autocast=self.ctx.autocast)
-        return {"x_adv": x_adv}
+        return Samples(x_adv=x_adv)
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
         logits, ce, acc = clean_forward(model, batch)
-        logits_adv = model(samples["x_adv"]).float()
+        logits_adv = model(samples.x_adv).float()
         kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits.float(), dim=1),
                       reduction="batchmean")
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()

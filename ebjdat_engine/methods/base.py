@@ -2,13 +2,20 @@
 
 One iteration (ALGORITHMS.md §11.2) is, for every method:
 
-    samples = method.draw(model, batch)        # negatives x_q, adversarial x̃ (no parameter grads)
+    samples = method.draw(model, batch)        # Samples: negatives x_q, adversarial x̃ (no param grads)
     out     = method.terms(model, batch, samples)
     loss    = sum(weights[name] * out.terms[name])
 
 and, for SAM-based methods, `terms` again at the perturbed weights with the same samples
 (`second_pass=True`). The loop never needs to know which method it runs. Methods keep their
 own state (a replay buffer, a curriculum) and expose it via `state_dict` for checkpoints.
+
+Term names follow the paper's symbols, one rule everywhere (events, TUI, TensorBoard): a term is
+named after the weight it carries. ``h1_*`` carry w1 (the generative term: ``h1_px`` the p(x)
+contrastive divergence, ``h1_l2`` its λ stabiliser, ``h1_bce`` DAT's energy BCE), ``h2_adv``
+carries w2 (EB-JDAT's energy term on x̃), ``h3_ce_adv`` carries w3 (CE on x̃), ``ce`` carries
+w_ce (CE on x), ``kl`` carries TRADES' β. :func:`loss_weights` builds every method's weights.
+Runs recorded with the older names still read (``rundir.events.canonical_terms``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 from torch import nn
 
 from ..models import energy
+from ..recipe import MethodConfig
 
 
 @attrs.frozen
@@ -37,10 +45,29 @@ class Batch:
 
 
 @attrs.frozen
+class Samples:
+    """What `Method.draw` made for one iteration (fp32 [0, 1] images, no parameter gradients).
+
+    x_q:   the p(x) sampler's negatives (JEM family, EB-JDAT), from the replay buffer;
+    x_adv: the adversarial examples x̃ (PGD-AT, TRADES, EB-JDAT's inner max, DAT);
+    x_neg: DAT's negatives (generative PGD from seed images).
+    """
+
+    x_q: torch.Tensor | None = None
+    x_adv: torch.Tensor | None = None
+    x_neg: torch.Tensor | None = None
+
+    @property
+    def generated(self) -> torch.Tensor | None:
+        """The iteration's generated samples, for the monitors: x_q, else DAT's x_neg."""
+        return self.x_q if self.x_q is not None else self.x_neg
+
+
+@attrs.frozen
 class StepOutput:
     """A method's answer for one iteration.
 
-    terms:     unweighted scalar loss terms, by name (e.g. ``ce``, ``px``, ``h2``, ``ce_adv``);
+    terms:     unweighted scalar loss terms, by name (``h1_px``, ``ce``, ``h2_adv``, ``h3_ce_adv``, ...);
     stats:     detached scalar diagnostics (e.g. ``acc``), averaged over the logging window;
     energies:  detached per-sample energies E(x) = -logsumexp l(x) by population
                (``clean``, ``adversarial``, ``generated``) for the energy monitor;
@@ -78,12 +105,11 @@ class Method:
 
     weights: dict[str, float]
 
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
         """Samples for this iteration (no parameter gradients); none by default."""
-        return {}
+        return Samples()
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict[str, torch.Tensor],
-              second_pass: bool = False) -> StepOutput:
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -120,3 +146,23 @@ def clean_forward(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.T
 def energies_of(logits: torch.Tensor) -> torch.Tensor:
     """Detached per-sample energies E(x) = -logsumexp l(x) for the energy monitor."""
     return energy(logits.detach())
+
+
+def loss_weights(cfg: MethodConfig) -> dict[str, float]:
+    """Every method's term weights from [method], in one place (names: the module docstring).
+
+    A JEM-family term set gains ``h1_l2`` only when the λ stabiliser is on; EB-JDAT is its base's
+    terms plus h2 and h3.
+    """
+    generative = {"h1_px": cfg.w1, "ce": cfg.w_ce}
+    if cfg.l2_energy:
+        generative["h1_l2"] = cfg.w1 * cfg.l2_energy
+    by_method = {
+        "standard": {"ce": cfg.w_ce},
+        "pgd_at": {"ce": cfg.w_ce, "h3_ce_adv": cfg.w3},
+        "trades": {"ce": cfg.w_ce, "kl": cfg.trades_beta},
+        "jem": generative, "jempp": generative, "sadajem": generative,
+        "ebjdat": {**generative, "h2_adv": cfg.w2, "h3_ce_adv": cfg.w3},
+        "dat": {"h1_bce": cfg.w1, "h3_ce_adv": cfg.w3, "ce": cfg.w_ce},
+    }
+    return dict(by_method[cfg.name])

@@ -1,6 +1,7 @@
 """Dual Adversarial Training, DAT (Yin et al. 2025; ALGORITHMS.md §7).
 
-    L = w1 · BCE([f(x); f(x_neg)], [1; 0]) + w3 · CE(l(x̃), y) + w_ce · CE(l(x), y)
+    L = w1 · h1_bce + w3 · h3_ce_adv + w_ce · CE(l(x), y)
+    h1_bce = BCE([f(x); f(x_neg)], [1; 0]),  h3_ce_adv = CE(l(x̃), y)
 
 f = logsumexp l. Negatives x_neg: T steps of L2-normalised ascent on l_y from seed images
 (`sampler.seed_folder`: out-of-distribution images, as DAT seeds from TinyImages; uniform noise
@@ -19,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import free_energy
 from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig
 from ..samplers import AucCurriculum, bn_mode, frozen_params, generative_pgd, pgd
-from .base import Batch, Method, MethodContext, StepOutput, clean_forward, energies_of
+from .base import Batch, Method, MethodContext, Samples, StepOutput, clean_forward, energies_of, loss_weights
 from .budgets import pixel_budget
 
 
@@ -38,13 +40,13 @@ class DAT(Method):
         self.curriculum = AucCurriculum(sampler.n_steps, sampler.auc_threshold, sampler.auc_window,
                                         ctx.device)
         self.cadence = sampler.auc_every
-        self.weights = {"bce": cfg.w1, "ce_adv": cfg.w3, "ce": cfg.w_ce}
+        self.weights = loss_weights(cfg)
         seeds = (f"seeds from the image folder {sampler.seed_folder}" if sampler.seed_folder
                  else "uniform-noise seeds")
         self.labels = {"norm": adversary.norm, "steps": adversary.steps, **self.budget.describe(),
                        "negatives": f"{seeds}, L2 ascent on l_y"}
 
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
         with bn_mode(model, "eval"), frozen_params(model):
             # out-of-distribution images (sampler.seed_folder) or uniform noise
@@ -57,26 +59,26 @@ class DAT(Method):
             x_adv = pgd(model, x_clf, batch.y, norm=a.norm, eps=self.budget.eps,
                         step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
                         autocast=self.ctx.autocast)
-        return {"x_neg": x_neg, "x_adv": x_adv}
+        return Samples(x_adv=x_adv, x_neg=x_neg)
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
         logits, ce, acc = clean_forward(model, batch)
-        f_real = torch.logsumexp(logits.float(), dim=1)
-        f_neg = torch.logsumexp(model(samples["x_neg"]).float(), dim=1)
+        f_real = free_energy(logits)
+        f_neg = free_energy(model(samples.x_neg))
         scores = torch.cat([f_real, f_neg])
         targets = torch.cat([torch.ones_like(f_real), torch.zeros_like(f_neg)])
-        bce = F.binary_cross_entropy_with_logits(scores, targets)
-        logits_adv = model(samples["x_adv"]).float()
-        ce_adv = F.cross_entropy(logits_adv, batch.y)
+        h1_bce = F.binary_cross_entropy_with_logits(scores, targets)
+        logits_adv = model(samples.x_adv).float()
+        h3_ce_adv = F.cross_entropy(logits_adv, batch.y)
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
         if not second_pass:
             self.curriculum.update(f_real.detach(), f_neg.detach())
         return StepOutput(
-            terms={"bce": bce, "ce_adv": ce_adv, "ce": ce},
+            terms={"h1_bce": h1_bce, "h3_ce_adv": h3_ce_adv, "ce": ce},
             stats={"acc": acc, "acc_adv": acc_adv},
             energies={"clean": -f_real.detach(), "adversarial": energies_of(logits_adv),
                       "generated": -f_neg.detach()},
-            generative_loss=bce.detach(),
+            generative_loss=h1_bce.detach(),
         )
 
     def host_check(self) -> dict[str, Any]:

@@ -1,19 +1,22 @@
 """EB-JDAT: energy-based joint distribution adversarial training (ALGORITHMS.md §4, §11).
 
-Grafted on a JEM-family base (`method.base`), one iteration adds to the base's terms
-(f = logsumexp l, E = -f):
+One iteration, read top to bottom in `draw` and `terms` below (ALGORITHMS.md §11.2), on a
+JEM-family base (`method.base`: its p(x) sampler; f = logsumexp l, E = -f):
 
+    x_q = the base's p(x) sampler (SGLD / PYLD from the replay buffer)
     x̃   = EB-JDAT ascent from x within ε (the inner max; §4.2 (a)), ascending
           `adversary.objective`: 'energy' E(x̃) (the paper's text), 'logit_cosine' l_y + D
           (the released code), 'ce_cosine' CE + D, or 'ce' (Madry)
-    h2  = `method.h2`, weight w2:
+    h1  = h1_px = -(mean f(x_p) - mean f(x_q))   weight w1   (+ w1·λ · h1_l2, the stabiliser)
+    ce  = CE(l(x), y)                            weight w_ce
+    h2  = h2_adv, `method.h2`, weight w2:
           'align'     mean_i [E(x̃_i) - E(x_i)]  = mean_i [f(x_i) - f(x̃_i)]: the paper's
                       min_θ E[max_x̃ E(x̃) - E(x)], each x̃_i paired with the clean x_i it came
                       from; its gradient LOWERS E(x̃) (and raises E(x)): x̃ pulled back to data
           'negatives' -(mean f(x_p) - mean f(x̃)): the released code; x̃ joins the sampler's
                       negatives against the unlabelled p(x) batch, so it RAISES E(x̃)
-    h3  = CE(l(x̃), y)                        weight w3
-    L   = w1·px + w_ce·CE(l(x), y) + w2·h2 + w3·h3
+    h3  = h3_ce_adv = CE(l(x̃), y)               weight w3
+    L   = w1·h1_px + w1·λ·h1_l2 + w_ce·ce + w2·h2_adv + w3·h3_ce_adv
 
 Which of these is EB-JDAT: the paper's text says the inner max ascends the energy and h2 brings
 x̃ back to low energy; under the standard sign E = -f the released code does the opposite in
@@ -46,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import free_energy
 from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig, resolved_h2, resolved_objective
 from ..samplers import bn_mode, ebjdat_ascent, frozen_params
-from .base import Batch, MethodContext, StepOutput, clean_forward
+from .base import Batch, MethodContext, Samples, StepOutput, clean_forward
 from .budgets import pixel_budget
 from .jem import JEMFamily
 
@@ -70,45 +74,50 @@ class EBJDAT(JEMFamily):
             self.attack_steps = sampler.pyld_inner_steps  # one flag, --in_steps, set both
         self.objective = resolved_objective(adversary.objective, cfg.profile)
         self.h2_form = resolved_h2(cfg.h2, cfg.profile)
-        self.weights.update({"h2": cfg.w2, "ce_adv": cfg.w3})
         self.labels = {"profile": cfg.profile, "base": cfg.base, "attack_steps": self.attack_steps,
                        "objective": self.objective, "h2": self.h2_form, "ascent_noise": adversary.noise,
                        **self.budget.describe()}
 
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        x_q = self.sampler(model, batch.x_px.shape[0])
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
+        x_q = self.sampler(model, batch.x_px.shape[0])                       # the p(x) sampler
         if self.adversary.bn_mode == "eval" and _updates_bn_running_stats(model):
             # the reference order: the clean batch, not x_q, sets the running statistics the
             # eval-mode ascent normalises with (module docstring)
             with torch.no_grad(), frozen_params(model), self.ctx.autocast():
                 model(batch.x)
-        with bn_mode(model, self.adversary.bn_mode), frozen_params(model):
+        with bn_mode(model, self.adversary.bn_mode), frozen_params(model):   # the inner max
             x_adv = ebjdat_ascent(model, batch.x, batch.y, eps=self.budget.eps,
                                   step_size=self.budget.step_size, steps=self.attack_steps,
                                   objective=self.objective, project=self.budget.project,
                                   random_start=self.adversary.random_start, noise=self.adversary.noise,
                                   autocast=self.ctx.autocast)
-        return {"x_q": x_q, "x_adv": x_adv}
+        return Samples(x_q=x_q, x_adv=x_adv)
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict[str, torch.Tensor],
-              second_pass: bool = False) -> StepOutput:
-        gen, f, fp = self.generative_terms(model, batch, samples["x_q"], second_pass)   # h1
-        logits, ce, acc = clean_forward(model, batch)
-        logits_adv = model(samples["x_adv"]).float()
-        f_a = torch.logsumexp(logits_adv, dim=1)
-        if self.h2_form == "align":   # mean_i E(x̃_i) - E(x_i), paired with its clean image  # h2
-            h2 = (torch.logsumexp(logits.float(), dim=1) - f_a).mean()
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
+        # h1: the p(x) term, contrastive divergence of the data x_p against the sampler's x_q
+        f_p, f_q = free_energy(model(batch.x_px)), free_energy(model(samples.x_q))
+        fp, fq = f_p.mean(), f_q.mean()
+        terms = {"h1_px": -(fp - fq)}
+        if self.with_l2(second_pass):
+            terms["h1_l2"] = fp ** 2 + fq ** 2
+        # ce: the classifier on the clean labelled batch
+        logits, terms["ce"], acc = clean_forward(model, batch)
+        # h2: the energy of x̃ against the data's
+        logits_adv = model(samples.x_adv).float()
+        f_adv = free_energy(logits_adv)
+        if self.h2_form == "align":   # mean_i E(x̃_i) - E(x_i), each x̃_i paired with its clean x_i
+            terms["h2_adv"] = (free_energy(logits) - f_adv).mean()
         else:                         # 'negatives': x̃ against the p(x) batch, as CD negatives
-            h2 = -(fp - f_a.mean())
-        ce_adv = F.cross_entropy(logits_adv, batch.y)                                    # h3
+            terms["h2_adv"] = -(fp - f_adv.mean())
+        # h3: the classifier on x̃
+        terms["h3_ce_adv"] = F.cross_entropy(logits_adv, batch.y)
         acc_adv = (logits_adv.detach().argmax(1) == batch.y).float().mean()
         return StepOutput(
-            terms={**gen, "ce": ce, "h2": h2, "ce_adv": ce_adv},
-            stats={"acc": acc, "acc_adv": acc_adv, "f_data": f["p"].detach().mean(),
-                   "f_gen": f["q"].detach().mean(), "f_adv": f_a.detach().mean()},
-            energies={"clean": -f["p"].detach(), "adversarial": -f_a.detach(),
-                      "generated": -f["q"].detach()},
-            generative_loss=gen["px"].detach(),
+            terms=terms,
+            stats={"acc": acc, "acc_adv": acc_adv, "f_data": f_p.detach().mean(),
+                   "f_gen": f_q.detach().mean(), "f_adv": f_adv.detach().mean()},
+            energies={"clean": -f_p.detach(), "adversarial": -f_adv.detach(), "generated": -f_q.detach()},
+            generative_loss=terms["h1_px"].detach(),
         )
 
 

@@ -1,7 +1,7 @@
 """The JEM family: JEM, JEM++ and SADA-JEM (ALGORITHMS.md §1–3).
 
-    L = w1 · [ -(mean f(x_p) - mean f(x_q)) ]  +  w1·λ · (mean f(x_p)² + mean f(x_q)²)
-      + w_ce · CE(l(x), y)
+    L = w1 · h1_px + w1·λ · h1_l2 + w_ce · CE(l(x), y)
+    h1_px = -(mean f(x_p) - mean f(x_q)),   h1_l2 = (mean f(x_p))² + (mean f(x_q))²
 
 with f = logsumexp l (the negative energy), x_p the p(x) stream, x_q the sampler's negatives.
 JEM samples with SGLD from a uniform buffer without clipping; JEM++ with PYLD; SADA-JEM with
@@ -20,16 +20,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
+from ..models import free_energy
 from ..recipe import MethodConfig, SamplerConfig
-from .base import Batch, Method, MethodContext, StepOutput, clean_forward
-from .generative import ALGORITHM, PxSampler
+from ..samplers import PxSampler
+from .base import Batch, Method, MethodContext, Samples, StepOutput, clean_forward, loss_weights
+
+
+def px_sampler(base: str, sampler: SamplerConfig, ctx: MethodContext) -> PxSampler:
+    """The p(x) sampler of a JEM-family base, sized and placed from the method context."""
+    return PxSampler(base, sampler, image_shape=ctx.image_shape, device=ctx.device, n_classes=ctx.n_classes,
+                     input_std=ctx.input_std, autocast=ctx.autocast, train_images=ctx.train_images,
+                     train_labels=ctx.train_labels)
 
 
 class JEMFamily(Method):
-    """JEM / JEM++ / SADA-JEM by `base`."""
+    """JEM / JEM++ / SADA-JEM by `base`; EB-JDAT (methods/ebjdat.py) adds x̃, h2 and h3."""
 
     populations = ("clean", "generated")
     needs_px = True
@@ -38,40 +45,31 @@ class JEMFamily(Method):
         self.name = base
         self.base = base
         self.uses_sam = base == "sadajem"
-        self.sampler = PxSampler(ALGORITHM[base], sampler, ctx, clip=base != "jem")
-        self.weights = {"px": cfg.w1, "ce": cfg.w_ce}
+        self.sampler = px_sampler(base, sampler, ctx)
+        self.weights = loss_weights(cfg)
         #: SAM's second pass keeps the λ term (module docstring), except in the reference profile
         self.l2_in_second_pass = cfg.profile != "reference"
-        if cfg.l2_energy:
-            self.weights["l2"] = cfg.w1 * cfg.l2_energy
 
-    def draw(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"x_q": self.sampler(model, batch.x_px.shape[0])}
+    def draw(self, model: nn.Module, batch: Batch) -> Samples:
+        return Samples(x_q=self.sampler(model, batch.x_px.shape[0]))
 
-    def generative_terms(self, model: nn.Module, batch: Batch, x_q: torch.Tensor,
-                         second_pass: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-        """The p(x) contrastive-divergence term; returns (terms, per-sample f, mean f(x_p))."""
-        f_p = self._f(model, batch.x_px)
-        f_q = self._f(model, x_q)
+    def with_l2(self, second_pass: bool) -> bool:
+        """Whether this pass computes the λ stabiliser h1_l2 (module docstring)."""
+        return "h1_l2" in self.weights and (self.l2_in_second_pass or not second_pass)
+
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
+        # h1: the p(x) term, contrastive divergence of the data x_p against the sampler's x_q
+        f_p, f_q = free_energy(model(batch.x_px)), free_energy(model(samples.x_q))
         fp, fq = f_p.mean(), f_q.mean()
-        terms = {"px": -(fp - fq)}
-        if "l2" in self.weights and (self.l2_in_second_pass or not second_pass):
-            terms["l2"] = fp ** 2 + fq ** 2
-        return terms, {"p": f_p, "q": f_q}, fp
-
-    @staticmethod
-    def _f(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(model(x).float(), dim=1)
-
-    def terms(self, model: nn.Module, batch: Batch, samples: dict[str, torch.Tensor],
-              second_pass: bool = False) -> StepOutput:
-        gen, f, _ = self.generative_terms(model, batch, samples["x_q"], second_pass)
-        logits, ce, acc = clean_forward(model, batch)
+        terms = {"h1_px": -(fp - fq)}
+        if self.with_l2(second_pass):
+            terms["h1_l2"] = fp ** 2 + fq ** 2
+        logits, terms["ce"], acc = clean_forward(model, batch)
         return StepOutput(
-            terms={**gen, "ce": ce},
-            stats={"acc": acc, "f_data": f["p"].detach().mean(), "f_gen": f["q"].detach().mean()},
-            energies={"clean": -f["p"].detach(), "generated": -f["q"].detach()},
-            generative_loss=gen["px"].detach(),
+            terms=terms,
+            stats={"acc": acc, "f_data": f_p.detach().mean(), "f_gen": f_q.detach().mean()},
+            energies={"clean": -f_p.detach(), "generated": -f_q.detach()},
+            generative_loss=terms["h1_px"].detach(),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -84,4 +82,4 @@ class JEMFamily(Method):
         self.sampler.buffer.reinitialize()
 
 
-__all__ = ["JEMFamily"]
+__all__ = ["JEMFamily", "px_sampler"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..recipe import MethodConfig
-from .base import Batch, Method, StepOutput, clean_forward, energies_of
+from .base import Batch, Method, Samples, StepOutput, clean_forward, energies_of, loss_weights
 
 
 class Standard(Method):
@@ -14,8 +14,8 @@ class Standard(Method):
     name = "standard"
 
     def __init__(self, cfg: MethodConfig):
-        self.weights = {"ce": cfg.w_ce}
+        self.weights = loss_weights(cfg)
 
-    def terms(self, model: nn.Module, batch: Batch, samples: dict, second_pass: bool = False) -> StepOutput:
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
         logits, ce, acc = clean_forward(model, batch)
         return StepOutput(terms={"ce": ce}, stats={"acc": acc}, energies={"clean": energies_of(logits)})

@@ -30,8 +30,8 @@ import torch
 from ..eval.fd_ref import FD_REF_DATASETS
 from ..recipe import MonitorConfig
 from ..recipe.schema import DataConfig
-from .generated import GeneratedSource, seeded
 from .probe import heldout_split
+from .sample_source import GeneratedSource, seeded
 
 
 class GenerationTrace:

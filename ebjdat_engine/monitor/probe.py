@@ -38,7 +38,7 @@ from ..eval.landscape import energy_landscape
 from ..eval.robustness import pgd_examples, pgd_protocol
 from ..recipe import MonitorConfig
 from ..samplers import bn_mode
-from .generated import PROBE_SEED, GeneratedSource, seeded
+from .sample_source import PROBE_SEED, GeneratedSource, seeded
 
 BATCH = 500  # the batch of `ebjdat eval`'s energies and PGD
 NORM = "linf"

@@ -1,7 +1,8 @@
 """Samplers and attacks: the inner loops of the energy-based and adversarial methods.
 
 * p(x) samplers for the contrastive-divergence negatives ``x_q``: :func:`sgld` (JEM, SADA-JEM) and
-  :func:`pyld` (JEM++'s PYLD-M-N), with the persistent-chain :class:`ReplayBuffer`;
+  :func:`pyld` (JEM++'s PYLD-M-N), with the persistent-chain :class:`ReplayBuffer`, put together
+  as the training methods' :class:`PxSampler`;
 * attacks used inside training: :func:`pgd` (Madry), :func:`trades_attack` (TRADES / WEAT) and
   :func:`ebjdat_ascent` (EB-JDAT's inner max producing ``x̃``);
 * DAT's negatives: :func:`generative_pgd` and its :class:`AucCurriculum` on T.
@@ -24,12 +25,15 @@ from .adversarial import (
 )
 from .buffer import ClassGaussians, ReplayBuffer
 from .common import AutocastFactory, bn_mode, frozen_params, input_grad, l2_normalize
-from .generative_pgd import AucCurriculum, generative_pgd, pairwise_auc
+from .dat_negatives import AucCurriculum, generative_pgd, pairwise_auc
 from .langevin import pyld, sgld
+from .px import ALGORITHM, PxSampler
 
 __all__ = [
+    "ALGORITHM",
     "AucCurriculum",
     "AutocastFactory",
+    "PxSampler",
     "ClassGaussians",
     "ReplayBuffer",
     "bn_mode",

@@ -26,9 +26,9 @@ from ..methods import Batch, Method
 from ..models.normalize import bn_stats_frozen
 from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
 from ..monitor.energy import EnergyMonitor
-from ..monitor.generated import GeneratedSource
 from ..monitor.generation import GenerationTrace
 from ..monitor.probe import EnergyProbe
+from ..monitor.sample_source import GeneratedSource
 from ..recipe import Recipe, to_toml
 from ..rundir import RunDir, control
 from ..rundir.checkpoint import TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
@@ -155,11 +155,11 @@ class Trainer:
             self.ema.update()                                # W_ema <- lerp(W_ema, W, 1 - decay)
         # bookkeeping: device-side only, no host sync
         self._accumulate(loss.detach(), out.terms, out.stats)
-        self._generated = samples.get("x_q", samples.get("x_neg"))  # a reference, not a copy
+        self._generated = samples.generated  # x_q or DAT's x_neg: a reference, not a copy
         self.monitor.update(out.energies)
         self.collapse.update(step=self.step + 1, generative_loss=out.generative_loss,
                              loss=loss.detach(), energies=out.energies,
-                             generated=samples.get("x_q", samples.get("x_neg")), acc=out.stats.get("acc"))
+                             generated=samples.generated, acc=out.stats.get("acc"))
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ weight · term over the terms with a non-zero weight (0 · NaN would still be NaN)."""

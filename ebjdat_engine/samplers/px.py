@@ -1,4 +1,4 @@
-"""The p(x) sampler of the JEM family: replay buffer + SGLD (JEM, SADA-JEM) or PYLD (JEM++).
+"""The p(x) sampler of the JEM family and EB-JDAT: replay buffer + SGLD (JEM, SADA-JEM) or PYLD (JEM++).
 
 Chains start from the replay buffer (a fraction `reinit_freq` from the init distribution), run
 `n_steps` steps with the parameters frozen and BatchNorm in `sampler.bn_mode`, and are written
@@ -14,25 +14,31 @@ import torch
 from torch import nn
 
 from ..recipe import SamplerConfig
-from ..samplers import ReplayBuffer, bn_mode, frozen_params, pyld, sgld
-from .base import MethodContext
+from .buffer import ReplayBuffer
+from .common import AutocastFactory, bn_mode, frozen_params
+from .langevin import pyld, sgld
 
 #: the sampler algorithm each generative base uses (ALGORITHMS.md §10)
 ALGORITHM = {"jem": "sgld", "jempp": "pyld", "sadajem": "sgld"}
 
 
 class PxSampler:
-    """Draws negatives x_q for the p(x) term from a persistent replay buffer."""
+    """Draws the negatives x_q of the p(x) term from a persistent replay buffer.
 
-    def __init__(self, algorithm: str, cfg: SamplerConfig, ctx: MethodContext, clip: bool = True):
-        self.algorithm = algorithm
+    `base` picks the algorithm (:data:`ALGORITHM`); JEM's SGLD runs without clipping to [0, 1].
+    """
+
+    def __init__(self, base: str, cfg: SamplerConfig, *, image_shape: tuple[int, int, int],
+                 device: torch.device, n_classes: int, input_std: float, autocast: AutocastFactory,
+                 train_images: torch.Tensor | None = None, train_labels: torch.Tensor | None = None):
+        self.algorithm = ALGORITHM[base]
         self.cfg = cfg
-        self.ctx = ctx
-        self.clip = clip
+        self.clip = base != "jem"
+        self.input_std = input_std
+        self.autocast = autocast
         self.buffer = ReplayBuffer(
-            cfg.buffer_size, ctx.image_shape, ctx.device, init=cfg.buffer_init,
-            reinit_freq=cfg.reinit_freq, train_images=ctx.train_images,
-            train_labels=ctx.train_labels, n_classes=ctx.n_classes)
+            cfg.buffer_size, image_shape, device, init=cfg.buffer_init, reinit_freq=cfg.reinit_freq,
+            train_images=train_images, train_labels=train_labels, n_classes=n_classes)
 
     def __call__(self, model: nn.Module, n: int) -> torch.Tensor:
         cfg = self.cfg
@@ -40,13 +46,12 @@ class PxSampler:
         with bn_mode(model, cfg.bn_mode), frozen_params(model):
             if self.algorithm == "pyld":
                 x_q = pyld(model, x0, n_steps=cfg.n_steps, inner_steps=cfg.pyld_inner_steps,
-                           inner_step=cfg.pyld_step, grad_clamp=cfg.grad_clamp,
-                           input_std=self.ctx.input_std, noise_std=cfg.noise_std,
-                           autocast=self.ctx.autocast)
+                           inner_step=cfg.pyld_step, grad_clamp=cfg.grad_clamp, input_std=self.input_std,
+                           noise_std=cfg.noise_std, autocast=self.autocast)
             else:
                 x_q = sgld(model, x0, n_steps=cfg.n_steps, step_size=cfg.step_size,
                            noise_std=cfg.noise_std, grad_clamp=cfg.grad_clamp,
-                           input_std=self.ctx.input_std, clip=self.clip, autocast=self.ctx.autocast)
+                           input_std=self.input_std, clip=self.clip, autocast=self.autocast)
         self.buffer.update(idx, x_q)
         return x_q
 
