@@ -10,6 +10,7 @@ import torch
 
 from ebjdat_engine.monitor.collapse import (
     Alarm,
+    CollapseGuard,
     CollapseMonitor,
     RollbackBudget,
     decide,
@@ -224,6 +225,31 @@ def test_collapse_epoch_is_the_first_stop_or_rollback():
         eco = record_collapse_epoch(eco, action, epoch)
     assert eco == 3
     assert record_collapse_epoch(None, "warn", 5) is None
+
+
+def test_the_guard_the_trainer_uses_decides_with_the_budget_and_records_the_collapse_epoch():
+    """The engine's one collapse decision (CollapseGuard.check) goes through resolve_action and
+    record_collapse_epoch: a rollback while budget lasts, then a stop; ECO = the first of them."""
+    cfg = attrs.evolve(CollapseConfig(check_every=1, chance_after=0, max_rollbacks=1), nonfinite="rollback")
+    guard = CollapseGuard(cfg, N_CLASSES, CPU)
+    nan = torch.tensor(float("nan"))
+
+    def step(i: int) -> None:
+        guard.update(step=i, generative_loss=nan, loss=nan, energies={}, generated=None, acc=None)
+
+    step(1)
+    action, alarms = guard.check(1, 1.25)
+    assert action == "rollback" and alarms[0].detector == "nonfinite" and guard.collapse_epoch == 1.25
+    guard.reset()
+    step(2)
+    action, _ = guard.check(2, 2.0)
+    assert action == "stop" and guard.rollbacks.used == 1 and guard.collapse_epoch == 1.25
+    # another rank's detectors fired: this rank agrees and reports it as such
+    quiet = CollapseGuard(cfg, N_CLASSES, CPU)
+    quiet.update(step=1, generative_loss=torch.tensor(0.0), loss=torch.tensor(0.0), energies={},
+                 generated=None, acc=None)
+    action, alarms = quiet.check(1, 0.25, agree=lambda own: "stop")
+    assert action == "stop" and [a.detector for a in alarms] == ["other_rank"] and quiet.collapse_epoch == 0.25
 
 
 def test_update_never_reads_a_tensor_on_the_host(monkeypatch: pytest.MonkeyPatch):

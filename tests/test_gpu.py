@@ -17,25 +17,14 @@ pytestmark = [pytest.mark.gpu,
 def test_training_step_never_syncs_with_the_host(tiny_recipe, method):
     from pathlib import Path
 
-    from ebjdat_engine.data import load_dataset
-    from ebjdat_engine.methods import MethodContext, build_method
-    from ebjdat_engine.models import build_model
     from ebjdat_engine.rundir.events import EventWriter
-    from ebjdat_engine.train.loop import Trainer
-    from ebjdat_engine.train.runtime import autocast
+    from ebjdat_engine.train.build import build_parts
 
     recipe = resolve(tiny_recipe, [f"method.name={method}", 'runtime.device="cuda"', 'runtime.amp="bf16"',
                                    "sampler.buffer_size=128", "sampler.n_steps=2", "adversary.steps=2",
                                    "train.ema=0.999", "runtime.channels_last=true"])
     device = torch.device("cuda")
-    splits = load_dataset(recipe.data, device, 0)
-    model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
-    model = model.to(memory_format=torch.channels_last)  # as the session does for channels_last
-    method_obj = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
-        device=device, n_classes=splits.n_classes, image_shape=splits.image_shape, input_std=0.5,
-        autocast=lambda: autocast(recipe.runtime, device), train_images=splits.train.images,
-        train_labels=splits.train.labels))
-    trainer = Trainer(recipe, splits, model, method_obj, device, Path("."), EventWriter(Path("."), enabled=False))
+    trainer = build_parts(recipe, device).trainer(recipe, device, Path("."), EventWriter(Path("."), enabled=False))
     trainer.train_step(trainer.next_batch())  # warm-up (lazy inits may sync once)
     trainer.step += 1
     torch.cuda.synchronize()
@@ -47,7 +36,7 @@ def test_training_step_never_syncs_with_the_host(tiny_recipe, method):
             trainer.step += 1
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert torch.isfinite(torch.stack([v for v in trainer._last.values()])).all()
+    assert torch.isfinite(torch.stack([v for v in trainer.window.last.values()])).all()
 
 
 def test_streamed_batches_reach_the_gpu_intact_and_match_the_cpu_order():

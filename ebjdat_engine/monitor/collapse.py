@@ -22,31 +22,28 @@ chance        the window's mean training accuracy is below 1/K + ``chance_margin
 accumulators, so it never waits for the accelerator; `check` reads all of them with a single
 host transfer every ``check_every`` steps.
 
-How the training loop uses it::
+How the training loop uses it (`CollapseGuard` puts the three pieces together)::
 
-    monitor = CollapseMonitor(cfg.monitor.collapse, n_classes, device)
-    budget = RollbackBudget(cfg.monitor.collapse.max_rollbacks)     # saved in checkpoints
-    eco = None                                                       # saved in checkpoints
+    guard = CollapseGuard(cfg.monitor.collapse, n_classes, device)   # budget, ECO: in checkpoints
     ...
-    monitor.update(step=step, generative_loss=lx, loss=loss, energies=energies,
-                   generated=x_gen, acc=acc)
-    if monitor.due(step):
-        alarms = monitor.check(step)
+    guard.update(step=step, generative_loss=lx, loss=loss, energies=energies,
+                 generated=x_gen, acc=acc)                            # every step, no host sync
+    if guard.due(step):
+        action, alarms = guard.check(step, epoch)   # 'none' | 'warn' | 'stop' | 'rollback'
         for alarm in alarms:
-            log.event("alarm", detector=alarm.detector, policy=alarm.policy,
-                      message=alarm.message, values=alarm.values, step=step)
-        action = resolve_action(alarms, budget)   # 'none' | 'warn' | 'stop' | 'rollback'
-        eco = record_collapse_epoch(eco, action, epoch)
+            log.event("alarm", ...)
         if action == "stop":
             ...   # checkpoint, end with status "collapsed"
         elif action == "rollback":
             ...   # restore the last *healthy* checkpoint (one saved when no stop/rollback
                   # alarm was pending), multiply the lr by cfg.rollback_lr_factor,
                   # re-initialise the replay buffer if cfg.rollback_reinit_buffer,
-            monitor.reset()                        # and forget the diverged window
+            guard.reset()                          # and forget the diverged window
         elif action == "none":
             ...   # the current state is healthy: it may become the rollback target
 
+`check` is `CollapseMonitor.check` (the detectors), `resolve_action` (the strongest policy, a
+rollback with no budget left turned into a stop) and `record_collapse_epoch`.
 The epoch of the first 'stop' or 'rollback' is the run's collapse epoch (the paper's "ECO");
 it stays None for a run that never collapsed.
 """
@@ -55,6 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -298,19 +296,55 @@ class RollbackBudget:
         self.used = int(state["used"])
 
 
-def resolve_action(alarms: list[Alarm], budget: RollbackBudget) -> str:
+def resolve_action(alarms: list[Alarm], budget: RollbackBudget,
+                   agree: Callable[[str], str] = lambda action: action) -> str:
     """`decide(alarms)`, with a 'rollback' turned into 'stop' once the budget is spent.
 
+    `agree` turns this process's decision into the one every process takes (under torchrun: the
+    strongest any rank asks for); the budget is taken after agreeing, once per rollback.
     Takes one unit of the budget when it returns 'rollback'.
     """
-    action = decide(alarms)
+    action = agree(decide(alarms))
     if action == "rollback" and not budget.take():
         return "stop"
     return action
 
 
-def record_collapse_epoch(current: int | None, action: str, epoch: int) -> int | None:
+def record_collapse_epoch(current: float | None, action: str, epoch: float) -> float | None:
     """The run's collapse epoch (ECO): the epoch of the first 'stop' or 'rollback', else None."""
     if current is None and action in ("stop", "rollback"):
         return epoch
     return current
+
+
+class CollapseGuard:
+    """The detectors, the rollback budget and the collapse epoch of one run: one decision per check."""
+
+    def __init__(self, cfg: CollapseConfig, n_classes: int, device: torch.device):
+        self.detectors = CollapseMonitor(cfg, n_classes, device)
+        self.rollbacks = RollbackBudget(cfg.max_rollbacks)
+        self.collapse_epoch: float | None = None
+
+    def update(self, **values: Any) -> None:
+        """This step's values (device arithmetic only): see `CollapseMonitor.update`."""
+        self.detectors.update(**values)
+
+    def due(self, step: int) -> bool:
+        return self.detectors.due(step)
+
+    def check(self, step: int, epoch: float,
+              agree: Callable[[str], str] = lambda action: action) -> tuple[str, list[Alarm]]:
+        """Read the detectors (one host sync) and decide: the action and the alarms to report
+        (under torchrun a rank whose own detectors stayed quiet reports 'other_rank')."""
+        alarms = self.detectors.check(step)
+        action = resolve_action(alarms, self.rollbacks, agree)
+        if action == "none":
+            return action, alarms
+        self.collapse_epoch = record_collapse_epoch(self.collapse_epoch, action, epoch)
+        if not alarms:  # under torchrun: another rank's detectors fired
+            alarms = [Alarm("other_rank", action, "a collapse detector fired on another rank", {})]
+        return action, alarms
+
+    def reset(self) -> None:
+        """Forget the window since the last check (after a rollback)."""
+        self.detectors.reset()

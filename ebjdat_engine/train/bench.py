@@ -22,11 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from ..data import DataError, DataSplits, ImageSplit, load_dataset
-from ..methods import MethodContext, build_method
-from ..models import build_model
 from ..recipe import Recipe
 from ..rundir.events import EventWriter
-from .loop import Trainer
+from .build import build_parts
 from .runtime import autocast, configure, resolve_device, seed_everything
 
 #: shapes of the datasets, for synthetic benchmark data
@@ -149,18 +147,14 @@ def bench(recipe: Recipe, steps: int = 5, warmup: int = 2,
         n = max(4 * max(batch, px_batch), 512)
         splits = synthetic_splits(recipe.data, n, device, recipe.run.seed)
         data_note = f"synthetic {recipe.data.name}-shaped images ({n}): {str(e).splitlines()[0]}"
-    model = build_model(recipe.model, splits.image_shape, splits.n_classes).to(device)
-    if recipe.runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ctx = lambda: autocast(recipe.runtime, device)  # noqa: E731
     if log:
         log(f"building {recipe.method.name} on {device} with {data_note}")
-    method = build_method(recipe.method, recipe.sampler, recipe.adversary, MethodContext(
-        device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
-        input_std=recipe.model.input_std, autocast=ctx,
-        train_images=splits.train.images, train_labels=splits.train.labels))
-    events = EventWriter(Path("."), enabled=False)
-    trainer = Trainer(recipe, splits, model, method, device, Path("."), events)
+    # run's builder: the same checks as `ebjdat run` (a model that cannot be built, a buffer
+    # that does not fit, batches the data cannot fill) before anything is measured
+    parts = build_parts(recipe, device, splits=splits, warm_start=False)
+    model, method = parts.model, parts.method
+    ctx = lambda: autocast(recipe.runtime, device)  # noqa: E731
+    trainer = parts.trainer(recipe, device, Path("."), EventWriter(Path("."), enabled=False))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     draw = _Timed(method.draw, sync)

@@ -21,22 +21,24 @@ import torch
 from torch import nn
 
 from ..data import DataSplits, ImageSplit, make_loader
-from ..eval.clean import clean_accuracy
 from ..methods import Batch, Method
 from ..models.normalize import bn_stats_frozen
-from ..monitor.collapse import CollapseMonitor, RollbackBudget, decide
+from ..monitor.collapse import ACTIONS, CollapseGuard
 from ..monitor.energy import EnergyMonitor
 from ..monitor.generation import GenerationTrace
 from ..monitor.probe import EnergyProbe
 from ..monitor.sample_source import GeneratedSource
 from ..recipe import Recipe, to_toml
 from ..rundir import RunDir, control
-from ..rundir.checkpoint import TRAINING_KEYS, load_checkpoint, rng_state, save_atomic, set_rng_state
+from ..rundir.checkpoint import rng_state, set_rng_state
 from ..rundir.events import EventWriter
 from . import distributed
+from .checkpointing import Checkpointer
 from .ema import WeightEMA
+from .metrics_window import MetricsWindow
 from .optim import build_optimizer, build_schedule, lr_factor
 from .runtime import autocast, grad_scaler
+from .training_eval import TrainingEval
 
 CHECKPOINT_FORMAT = 1
 #: the p(x) stream shuffles independently of the labelled stream
@@ -64,7 +66,6 @@ class Trainer:
         self.run_dir = run_dir
         self.events = events
         self._stop: control.StopFlag | None = None  # fit's signal flag (settled when the job ends)
-        self.last_saved_step: int | None = None  # the step the last checkpoint holds
         self.model = model  # the module whose state is saved (never the compiled wrapper)
         self.forward_model = torch.compile(model) if recipe.runtime.compile else model
         self.dist = dist
@@ -113,15 +114,14 @@ class Trainer:
                                             eps_text=str(recipe.eval.eps)) if dist.is_main else None
         self.gen_trace = GenerationTrace(recipe.monitor, recipe.data, splits, self.generated_source,
                                          device) if dist.is_main else None
-        self.collapse = CollapseMonitor(recipe.monitor.collapse, splits.n_classes, device)
-        self.rollbacks = RollbackBudget(recipe.monitor.collapse.max_rollbacks)
+        self.collapse = CollapseGuard(recipe.monitor.collapse, splits.n_classes, device)
+        self.window = MetricsWindow()
+        self.checkpoints = Checkpointer(run_dir, dist, self.emit)
+        self.evaluator = TrainingEval(recipe.eval, splits, lambda: autocast(recipe.runtime, device),
+                                      recipe.run.seed, self.emit)
         self.lr_scale = 1.0
-        self.collapse_epoch: float | None = None
         self.step = 0
         self.best: dict[str, Any] = {}
-        self._window: dict[str, torch.Tensor] = {}
-        self._window_steps = 0
-        self._last: dict[str, torch.Tensor] = {}
         self._clock = (time.perf_counter(), 0)
         self._last_eval_step = -1
         self._generated: torch.Tensor | None = None
@@ -154,7 +154,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()                                # W_ema <- lerp(W_ema, W, 1 - decay)
         # bookkeeping: device-side only, no host sync
-        self._accumulate(loss.detach(), out.terms, out.stats)
+        self.window.add(loss.detach(), out.terms, out.stats)
         self._generated = samples.generated  # x_q or DAT's x_neg: a reference, not a copy
         self.monitor.update(out.energies)
         self.collapse.update(step=self.step + 1, generative_loss=out.generative_loss,
@@ -186,15 +186,6 @@ class Trainer:
         for loader in (self.loader, self.px_loader, self.seed_loader):
             if loader is not None:
                 loader.close()
-
-    def _accumulate(self, loss: torch.Tensor, terms: dict[str, torch.Tensor],
-                    stats: dict[str, torch.Tensor]) -> None:
-        last = {"loss": loss, **{f"terms/{k}": v.detach().float() for k, v in terms.items()}}
-        window = {"loss_avg": loss, **{k: v.detach().float() for k, v in stats.items()}}
-        self._last = last
-        for key, value in window.items():
-            self._window[key] = self._window[key] + value if key in self._window else value
-        self._window_steps += 1
 
     # --- the run --------------------------------------------------------------------------
 
@@ -268,30 +259,22 @@ class Trainer:
 
     def check_collapse(self) -> str:
         """Read the detectors (one host sync) and act: 'none', 'warn', 'stop' or 'rollback'."""
-        alarms = self.collapse.check(self.step)
+        agree = None
         if self.dist.enabled:  # every rank takes the strongest action any rank asks for
-            codes = ("none", "warn", "stop", "rollback")
-            action = codes[distributed.all_max(self.dist, codes.index(decide(alarms)), self.device)]
-        else:
-            action = decide(alarms)
+            def agree(action: str) -> str:
+                return ACTIONS[distributed.all_max(self.dist, ACTIONS.index(action), self.device)]
+        fired_step, fired_epoch = self.step, self.epoch
+        action, alarms = (self.collapse.check(self.step, self.epoch, agree) if agree is not None
+                          else self.collapse.check(self.step, self.epoch))
         if action == "none":
             return "none"
-        if action == "rollback" and not self.rollbacks.take():
-            action = "stop"
-        if action in ("stop", "rollback") and self.collapse_epoch is None:
-            self.collapse_epoch = self.epoch
-        fired_step, fired_epoch = self.step, self.epoch
         restored = self.rollback() if action == "rollback" else None
-        if not alarms:  # under torchrun: another rank's detectors fired
-            from ..monitor.collapse import Alarm
-
-            alarms = [Alarm("other_rank", action, "a collapse detector fired on another rank", {})]
         for alarm in alarms:  # stamped with the step at which the detectors fired
             self.events.emit("alarm", fired_step, fired_epoch, detector=alarm.detector,
                              policy=alarm.policy, message=alarm.message, values=alarm.values,
                              action=action if alarm.policy != "warn" else "warn",
-                             restored_step=restored, rollbacks_used=self.rollbacks.used,
-                             collapse_epoch=self.collapse_epoch)
+                             restored_step=restored, rollbacks_used=self.collapse.rollbacks.used,
+                             collapse_epoch=self.collapse.collapse_epoch)
         return action
 
     def rollback(self) -> int:
@@ -304,8 +287,7 @@ class Trainer:
             self.method.on_rollback()
         self.collapse.reset()
         self.monitor.flush()
-        self._window.clear()
-        self._window_steps = 0
+        self.window.clear()
         self._clock = (time.perf_counter(), self.step)
         return self.step
 
@@ -319,39 +301,25 @@ class Trainer:
     def collapsed(self) -> str:
         self.log_metrics()
         self.save_checkpoint("collapsed")  # for forensics; the last checkpoint stays the healthy state
-        self.emit("end", status="collapsed", collapse_epoch=self.collapse_epoch,
+        self.emit("end", status="collapsed", collapse_epoch=self.collapse.collapse_epoch,
                   reason="a collapse detector fired with policy 'stop' (or no rollbacks left)")
         return "collapsed"
 
     def log_metrics(self) -> None:
         """Copy the window's metrics to the host (the loop's one regular sync) and emit them."""
-        if not self._window_steps:
+        fields = self.window.read(lambda t: distributed.all_reduce_mean(self.dist, t))  # mean over ranks
+        if fields is None:
             return
-        keys = list(self._last) + list(self._window)
-        stacked = torch.stack([v.float() for v in self._last.values()] +
-                              [v.float() for v in self._window.values()])
-        values = distributed.all_reduce_mean(self.dist, stacked).cpu().tolist()  # mean over ranks
         now = time.perf_counter()
         t0, s0 = self._clock
         images = (self.step - s0) * self.recipe.train.batch_size
-        metrics: dict[str, Any] = {}
-        terms: dict[str, float] = {}
-        for key, value in zip(keys, values):
-            if key.startswith("terms/"):
-                terms[key[6:]] = value
-            elif key in self._last:
-                metrics[key] = value
-            else:
-                metrics[key] = value / self._window_steps
-        metrics["terms"] = terms
-        metrics["weights"] = dict(self.method.weights)
-        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics["images_per_s"] = images / (now - t0) if now > t0 else None
-        metrics["window_steps"] = self._window_steps
+        window_steps = fields.pop("window_steps")
+        metrics: dict[str, Any] = {**fields, "weights": dict(self.method.weights),
+                                   "lr": self.optimizer.param_groups[0]["lr"],
+                                   "images_per_s": images / (now - t0) if now > t0 else None,
+                                   "window_steps": window_steps}
         metrics.update(self.method.host_check())
         self.emit("metrics", **metrics)
-        self._window.clear()
-        self._window_steps = 0
         self._clock = (now, self.step)
 
     def save_samples(self) -> None:
@@ -394,42 +362,14 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Clean accuracy on the validation split (else the test split) and, at the end, test."""
-        results: dict[str, float] = {}
-        ev = self.recipe.eval
-        splits = [("valid", self.splits.valid)] if self.splits.valid is not None else []
-        if not splits or self.step == self.total_steps:
-            splits.append(("test", self.splits.test))
-        for name, split in splits:
-            acc, n = clean_accuracy(self.eval_model, split, ev.batch_size, ev.n,
-                                    autocast(self.recipe.runtime, self.device))
-            results[f"{name}_acc"] = acc
-            self.emit("eval", split=name, clean_acc=acc, n=n,
-                      protocol={"attack": "none", "checkpoint": "current", "points": n,
-                                "split": name, "input_noise": 0.0, "weights": self.weights_label})
+        results = self.evaluator.clean(self.eval_model, self.weights_label, final=self.step == self.total_steps)
         self._last_eval_step = self.step
         return results
 
     def robust_evaluate(self) -> dict[str, float]:
         """PGD-20 and an AutoAttack subset on a few validation (else test) points, as an
         `eval` event: a cheap robustness trace during training, with its protocol."""
-        from ..eval.robustness import robust_accuracies
-
-        ev = self.recipe.eval
-        name, split = ("valid", self.splits.valid) if self.splits.valid is not None else ("test", self.splits.test)
-        n = min(ev.robust_n, len(split))
-        x, y = split.images[:n].float().div(255.0), split.labels[:n]
-        model = self.eval_model
-        was_training = model.training
-        model.eval()
-        try:
-            results, _ = robust_accuracies(model, x, y, eps=ev.eps.value, eps_text=str(ev.eps),
-                                           attacks=ev.attacks, seed=self.recipe.run.seed)
-        finally:
-            model.train(was_training)
-        results["protocol"]["checkpoint"] = "current"
-        results["protocol"]["weights"] = self.weights_label
-        self.emit("eval", split=name, n=n, **results)
-        return {"pgd_acc": results["pgd_acc"], "aa_acc": results["aa_acc"]}
+        return self.evaluator.robust(self.eval_model, self.weights_label)
 
     def end_of_epoch(self) -> None:
         epoch = self.step // self.steps_per_epoch
@@ -516,35 +456,28 @@ class Trainer:
             "rng": rng_state(),
             "best": dict(self.best),
             "lr_scale": self.lr_scale,
-            "rollbacks": self.rollbacks.state_dict(),
-            "collapse_epoch": self.collapse_epoch,
+            "rollbacks": self.collapse.rollbacks.state_dict(),
+            "collapse_epoch": self.collapse.collapse_epoch,
             "recipe": to_toml(self.recipe),
             "image_shape": list(self.splits.image_shape),
             "n_classes": self.splits.n_classes,
         }
 
     def save_checkpoint(self, kind: str) -> Path:
-        """Rank 0 writes the checkpoint; under torchrun every rank also writes its own method
-        state (its replay-buffer slice) to `<kind>.rank<r>.pt`."""
-        path = RunDir(self.run_dir).checkpoint(kind)
-        if self.dist.is_main:
-            save_atomic(self.state(), path)
-            if kind == "last":
-                self.last_saved_step = self.step
-            self.emit("checkpoint", kind=kind, path=str(path.relative_to(self.run_dir)))
-        if self.dist.enabled:
-            save_atomic({"method": self.method.state_dict(), "rng": rng_state()},
-                        RunDir(self.run_dir).checkpoint(f"{kind}.rank{self.dist.rank}"))
-            distributed.barrier(self.dist)
-        return path
+        """Checkpoint `kind` of the whole training state (components: train/checkpointing.py)."""
+        return self.checkpoints.save(kind, self.step, self.state, self.method.state_dict)
+
+    @property
+    def last_saved_step(self) -> int | None:
+        """The step the last checkpoint holds (None before the first)."""
+        return self.checkpoints.last_saved_step
 
     def restore(self, path: Path, for_rollback: bool = False, state: dict[str, Any] | None = None) -> int:
         """Continue from a checkpoint: every state, the RNGs last (building consumed them).
         A rollback keeps its own bookkeeping (lr scale, rollbacks used, collapse epoch) and the
         current RNG stream, so the retry does not replay the same noise. `state`: the checkpoint
         at `path` when the caller has loaded it already (a resume checks it first)."""
-        ckpt = state if state is not None else load_checkpoint(  # RNG states stay on the CPU
-            path, map_location="cpu", required=TRAINING_KEYS)
+        ckpt, rank_state = self.checkpoints.load(path, state)
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
             if ckpt.get("ema"):
@@ -554,15 +487,13 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        rank_file = path.with_name(f"{path.stem}.rank{self.dist.rank}.pt")
-        rank_state = load_checkpoint(rank_file) if self.dist.enabled and rank_file.exists() else None
         self.method.load_state_dict(rank_state["method"] if rank_state else ckpt["method"])
         self.best = dict(ckpt.get("best", {}))
         self.step = int(ckpt["step"])
         if not for_rollback:
-            self.last_saved_step = self.step
+            self.checkpoints.last_saved_step = self.step
             self.lr_scale = float(ckpt.get("lr_scale", 1.0))
-            self.rollbacks.load_state_dict(ckpt.get("rollbacks", {}))
-            self.collapse_epoch = ckpt.get("collapse_epoch")
+            self.collapse.rollbacks.load_state_dict(ckpt.get("rollbacks", {}))
+            self.collapse.collapse_epoch = ckpt.get("collapse_epoch")
             set_rng_state(rank_state["rng"] if rank_state else ckpt["rng"])
         return self.step

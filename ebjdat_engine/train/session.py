@@ -17,12 +17,8 @@ from typing import Callable
 import attrs
 import torch
 
-from ..data import load_dataset
-from ..methods import MethodContext, build_method
-from ..models import build_model
 from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
-from ..recipe.schema import BASES
 from ..rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, RunDir, control
 from ..rundir.checkpoint import TRAINING_KEYS, load_checkpoint
 from ..rundir.events import EventWriter, Listener, read_events
@@ -40,8 +36,9 @@ from ..rundir.layout import (
     write_text_atomic,
 )
 from . import distributed
-from .loop import Trainer, planned_steps
-from .runtime import autocast, configure, resolve_device, seed_everything
+from .build import build_parts
+from .loop import planned_steps
+from .runtime import configure, resolve_device
 
 #: when this process started: control requests older than this were left by an earlier job
 STARTED = control.process_start_time()
@@ -58,45 +55,6 @@ class RunResult:
     status: str          # finished | stopped | crashed
     run_dir: Path
     exit_code: int
-
-
-#: methods that keep a replay buffer of sampler.buffer_size images: the generative bases and
-#: EB-JDAT, built on one of them
-BUFFER_METHODS = (*BASES, "ebjdat")
-
-
-def check_buffer(recipe: Recipe, image_shape: tuple[int, int, int], device: torch.device) -> None:
-    """A replay buffer that fits: fp32 images on the device, at most half its memory (host RAM
-    for the CPU); a RecipeError naming the size otherwise, instead of an allocation traceback."""
-    if recipe.method.name not in BUFFER_METHODS:
-        return
-    import math
-
-    from ..data.registry import device_memory
-
-    need = recipe.sampler.buffer_size * math.prod(image_shape) * 4
-    capacity = device_memory(device)
-    if capacity is not None and need > capacity // 2:
-        raise RecipeError([f"$.sampler.buffer_size: {recipe.sampler.buffer_size} images of "
-                           f"{'x'.join(map(str, image_shape))} need {need / 2**30:.1f} GiB in fp32, more "
-                           f"than half of the {capacity / 2**30:.0f} GiB of {device.type} memory; lower it"])
-
-
-def check_batches(recipe: Recipe, n_train: int, needs_px: bool, n_seeds: int | None) -> None:
-    """Batch sizes the data can fill, checked before a run directory is made (DataError)."""
-    from ..data import DataError
-
-    train = recipe.train
-    sizes = [("train.batch_size", train.batch_size)]
-    if needs_px and train.px_batch_size:
-        sizes.append(("train.px_batch_size", train.px_batch_size))
-    for key, size in sizes:
-        if size > n_train:
-            raise DataError(f"{key}={size} is larger than the {n_train} training images; lower it "
-                            f"(`--set {key}=N`)")
-    if n_seeds is not None and n_seeds < train.batch_size:
-        raise DataError(f"sampler.seed_folder={recipe.sampler.seed_folder} holds {n_seeds} images, "
-                        f"fewer than one batch ({train.batch_size}); add images or lower train.batch_size")
 
 
 def _resumable_checkpoint(run_dir: Path, recipe: Recipe, n_train: int) -> dict:
@@ -207,39 +165,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
     if info.enabled and recipe.train.batch_size % info.world_size:
         raise RecipeError([f"$.train.batch_size: {recipe.train.batch_size} does not split into "
                            f"{info.world_size} ranks; use a multiple of the number of processes"])
-    seed_everything(recipe.run.seed)
-    splits = load_dataset(recipe.data, device, recipe.run.seed)
-    try:
-        model = build_model(recipe.model, splits.image_shape, splits.n_classes)
-    except ValueError as e:  # a depth the architecture does not have, ...
-        raise RecipeError([f"$.model: {e}"]) from None
-    warm = None
-    if recipe.model.init_from and resume is None:  # a resumed run's weights come from its checkpoint
-        from .warm_start import warm_start
-
-        warm = warm_start(model, recipe.model)
-    model = model.to(device)
-    if recipe.runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    seed_everything(recipe.run.seed + info.rank)  # same init everywhere, own noise per rank
-    sampler_cfg = recipe.sampler
-    if info.enabled:  # each rank keeps its own slice of the replay buffer
-        sampler_cfg = attrs.evolve(sampler_cfg, buffer_size=max(1, sampler_cfg.buffer_size // info.world_size))
-    check_buffer(recipe, splits.image_shape, device)
-    method = build_method(recipe.method, sampler_cfg, recipe.adversary, MethodContext(
-        device=device, n_classes=splits.n_classes, image_shape=splits.image_shape,
-        input_std=recipe.model.input_std, autocast=lambda: autocast(recipe.runtime, device),
-        train_images=splits.train.images, train_labels=splits.train.labels))
-
-    seed_images = None
-    if recipe.sampler.seed_folder and recipe.method.name == "dat":  # DAT's OOD seeds
-        from ..data import load_seed_images
-
-        seed_images = load_seed_images(recipe.sampler.seed_folder, splits.image_shape,
-                                       recipe.data.cache, recipe.data.placement, device)
-
-    check_batches(recipe, len(splits.train), method.needs_px,
-                  len(seed_images) if seed_images is not None else None)
+    parts = build_parts(recipe, device, info, warm_start=resume is None)
     if recipe.runtime.tensorboard:  # on every rank: one rank failing alone would leave the rest waiting
         from ..export.tensorboard import missing_reason
 
@@ -257,7 +183,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
             if resume is not None:
                 path = Path(resume)
                 lock = RunLock(path)  # one writer: refused before anything in the directory changes
-                resumed_state = _resumable_checkpoint(path, recipe, len(splits.train))
+                resumed_state = _resumable_checkpoint(path, recipe, len(parts.splits.train))
                 previous = path / RECIPE_FILE
                 shutil.copyfile(previous, path / f"recipe.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.toml")
             else:
@@ -281,8 +207,7 @@ def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, de
         path = Path(distributed.broadcast_object(info, str(path) if path else None))
 
         events = EventWriter(path, listeners if info.is_main else None, enabled=info.is_main)
-        trainer = Trainer(recipe, splits, model, method, device, path, events, dist=info, warm_start=warm,
-                          seed_images=seed_images)
+        trainer = parts.trainer(recipe, device, path, events, info)
         resumed_from = (trainer.restore(RunDir(path).last_checkpoint, state=resumed_state)
                         if resume is not None else None)
         if recipe.runtime.tensorboard and info.is_main:
