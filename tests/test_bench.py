@@ -36,6 +36,7 @@ def test_ebjdat_jempp_iteration_costs_about_43_F(tiny_recipe):
     assert report["phases_s"]["generative_sampler"] > 0 and report["phases_s"]["adversarial_sampler"] > 0
 
 
+@pytest.mark.slow
 def test_cli_bench_json(tiny_recipe):
     res = ebjdat("bench", str(tiny_recipe), "--steps", "1", "--json")
     assert res.returncode == 0, res.stderr

@@ -40,6 +40,7 @@ def jem_run(tmp_path_factory) -> Path:
     return result.run_dir
 
 
+@pytest.mark.slow
 def test_eval_chain_lengths_scores_every_length_from_the_same_init(jem_run: Path):
     proc = ebjdat("eval", str(jem_run), "--ckpt", "last", "--n", "20", "--attacks", "apgd-ce",
                   "--n-samples", "60", "--chain-lengths", "3,0,1", "--json", timeout=600)
@@ -58,6 +59,7 @@ def test_eval_chain_lengths_scores_every_length_from_the_same_init(jem_run: Path
     assert text.returncode == 0 and "fd_ref by steps  0:" in text.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["5,-1", "a,b", ""])
 def test_eval_bad_chain_lengths_exit_2(jem_run: Path, value: str):
     proc = ebjdat("eval", str(jem_run), "--chain-lengths", value)

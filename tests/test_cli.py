@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import REPO, ebjdat
 
 from ebjdat_engine.recipe import from_toml_text, resolve
@@ -34,6 +35,7 @@ def test_run_with_a_bad_recipe_exits_2_and_creates_no_run(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_missing_dataset_exits_2_naming_root_and_flag(tmp_path):
     res = ebjdat("run", "--set", 'data.name="cifar10"', "--set", f'data.root="{tmp_path / "nodata"}"',
                  "--set", f"run.out_dir={tmp_path / 'runs'}", cwd=tmp_path)
@@ -56,6 +58,7 @@ def test_show_output_resolves_to_the_same_recipe(tmp_path, tiny_recipe):
     assert doc.returncode == 0 and from_toml_text(doc.stdout) == resolve(tiny_recipe)
 
 
+@pytest.mark.slow
 def test_run_end_to_end_and_refuse_an_existing_run_dir(tiny_recipe, tmp_path):
     out = tmp_path / "r1"
     res = ebjdat("run", str(tiny_recipe), "--set", "train.max_steps=6", "--run-dir", str(out))

@@ -30,6 +30,7 @@ def sets(values: list[str]) -> list[str]:
     return [a for v in values for a in ("--set", v)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["device", "stream"])
 def test_two_processes_match_one_for_the_same_global_batch(tiny_recipe, tmp_path, placement):
     # streamed, each rank reads only its share of every global batch; the single run is on the device
@@ -49,6 +50,7 @@ def test_two_processes_match_one_for_the_same_global_batch(tiny_recipe, tmp_path
     assert events[-1]["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_ebjdat_under_torchrun_checkpoints_each_buffer_slice_and_resumes(tiny_recipe, tmp_path):
     out = tmp_path / "ddp-ebjdat"
     common = ["method.name=ebjdat", "method.base=jem", "sampler.n_steps=2", "sampler.buffer_size=64",

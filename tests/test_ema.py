@@ -90,6 +90,7 @@ def test_resume_gives_the_same_ema_as_an_uninterrupted_run(tiny_recipe):
     assert int(a["n_averaged"]) == int(b["n_averaged"]) == 31
 
 
+@pytest.mark.slow
 def test_cli_eval_labels_the_weights(ema_run):
     out = ebjdat("eval", str(ema_run.run_dir), "--ckpt", "last", "--n", "20", "--attacks", "apgd-ce",
                  "--robust-only", "--json")

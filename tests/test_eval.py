@@ -41,6 +41,7 @@ def test_points():
     return splits.test.images[:100].float() / 255, splits.test.labels[:100]
 
 
+@pytest.mark.slow
 def test_load_classifier_is_an_eval_mode_0_1_to_logits_module(trained, test_points):
     model = load_classifier(trained)
     x, y = test_points
@@ -53,6 +54,7 @@ def test_load_classifier_is_an_eval_mode_0_1_to_logits_module(trained, test_poin
     assert torch.allclose(same(x), load_classifier(trained, ckpt="last")(x))
 
 
+@pytest.mark.slow
 def test_robust_accuracies_are_ordered(trained, test_points):
     model = load_classifier(trained)
     x, y = test_points
@@ -76,6 +78,7 @@ def test_undefended_model_breaks_at_a_large_eps(trained, test_points):
     assert accuracy(model, x_aa, y) <= 0.05
 
 
+@pytest.mark.slow
 def test_eval_writes_json_event_and_plots_with_protocols(trained):
     result = evaluate(trained, n=50, attacks="apgd-ce,apgd-t", fid="off", n_samples=32)
     for key in ("clean_acc", "pgd_acc", "aa_acc", "n", "protocol", "energy", "generation", "checkpoint"):
@@ -107,6 +110,7 @@ def test_eval_writes_json_event_and_plots_with_protocols(trained):
     assert (trained / event["path"]).resolve() == Path(files["json"]).resolve()  # relative to the run
 
 
+@pytest.mark.slow
 def test_cli_eval_json_and_sample(trained, tmp_path):
     res = ebjdat("eval", str(trained), "--n", "40", "--attacks", "apgd-ce", "--no-fid", "--json",
                  "--samples", "fresh")
@@ -130,6 +134,7 @@ def test_cli_eval_json_and_sample(trained, tmp_path):
     assert bad.returncode == 2 and "no such run directory" in bad.stderr
 
 
+@pytest.mark.slow
 def test_outside_autoattack_on_load_classifier_agrees_with_ebjdat_eval(trained):
     """fra31's attacks called directly on `load_classifier` give our number (same points)."""
     from pyautoattack import AutoAttack
@@ -148,6 +153,7 @@ def test_outside_autoattack_on_load_classifier_agrees_with_ebjdat_eval(trained):
     assert abs(outside - ours["aa_acc"]) <= 0.02 + 1e-9
 
 
+@pytest.mark.slow
 def test_robust_eval_during_training_and_final_eval(tiny_recipe):
     recipe = resolve(tiny_recipe, ["train.epochs=1", "eval.robust_every=1", "eval.robust_n=20",
                                    'eval.attacks="apgd-ce"', "eval.final=true", "eval.final_n=20",

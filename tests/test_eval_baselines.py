@@ -85,6 +85,7 @@ def test_init_baseline_draws_the_runs_init_reproducibly(tiny_recipe, digits, met
 
 # --- the JSON and the event -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eval_json_puts_floor_and_init_baseline_beside_fd_ref(jem_run):
     result = evaluate(jem_run, n=20, attacks="apgd-ce", pgd_steps=5, fid="off", n_samples=400)
     fd = result["generation"]["fd_ref"]
@@ -150,6 +151,7 @@ def test_fid_block_has_floor_and_init_baseline_with_the_same_keys(jem_run, monke
 
 # --- the text output --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_eval_prints_each_metric_beside_its_floor_and_init(jem_run):
     res = ebjdat("eval", str(jem_run), "--n", "20", "--attacks", "apgd-ce", "--no-fid", "--n-samples", "48")
     assert res.returncode == 0, res.stderr

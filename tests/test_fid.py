@@ -97,6 +97,7 @@ def test_kid_matches_torch_fidelity() -> None:
 # ------------------------------------------------------------------ fd_ref
 
 
+@pytest.mark.slow
 def test_fd_ref_digits_trains_once_caches_and_separates(tmp_path: Path, digits, monkeypatch) -> None:
     cfg = DataConfig(name="digits")
     clf = reference_classifier(cfg, torch.device("cpu"), tmp_path)
@@ -225,6 +226,7 @@ def test_converted_weights_reproduce_torchscript_features(converted_weights: Pat
     assert fid_module.weights_have_logits(converted_weights) is False
 
 
+@pytest.mark.slow
 @needs_fid_helper
 def test_generation_metrics_with_converted_weights(converted_weights: Path, digits) -> None:
     real = digits.train.images[:10]

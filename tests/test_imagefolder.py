@@ -86,6 +86,7 @@ def test_class_lists_pick_and_order_classes_and_report_missing_ones(image_root, 
         folder.list_folder(str(image_root), [CLASSES[0], "n0"])
 
 
+@pytest.mark.slow
 def test_cli_prepare_then_run_and_clear_errors(folder_recipe, image_root, tmp_path):
     res = ebjdat("run", str(folder_recipe), "--set", "train.max_steps=2")
     assert res.returncode == 2 and "has not been prepared" in res.stderr and "ebjdat data prepare" in res.stderr
@@ -163,6 +164,7 @@ def test_decoupled_views_and_their_recipe_rules(tmp_path):
         resolve(None, ['sampler.seed_folder="x"'])
 
 
+@pytest.mark.slow
 def test_dat_takes_its_negatives_from_a_seed_folder(tiny_recipe, tmp_path):
     seeds = write_folder(tmp_path / "ood", ["a", "b"], 20, 0, size=(12, 12))
     sets = ['method.name="dat"', f'sampler.seed_folder="{seeds.as_posix()}"', f'data.cache="{tmp_path}/c"',

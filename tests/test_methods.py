@@ -37,6 +37,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_method_gives_finite_named_terms_and_its_energy_populations(tiny_recipe, case):
     overrides, terms, populations = CASES[case]
@@ -151,6 +152,7 @@ def test_sam_second_pass_does_not_move_bn_running_stats():
     assert not torch.equal(bn.running_mean, before)
 
 
+@pytest.mark.slow
 def test_divergence_raises_an_alarm_and_rollback_resumes_finite_training(tiny_recipe):
     recipe = resolve(tiny_recipe, SMALL + [
         "method.name=jem", "optim.lr=1e4", "optim.warmup_steps=0", "train.max_steps=40",

@@ -25,6 +25,7 @@ def _short_run(tiny_recipe, name: str, steps: int = 4):
     return run(resolve(tiny_recipe, [f"train.max_steps={steps}", f'run.name="{name}"']), None)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_holder(tiny_recipe):
     first = _short_run(tiny_recipe, "locked")
     before = (first.run_dir / "events.jsonl").read_bytes()
@@ -54,6 +55,7 @@ def test_a_torn_last_line_does_not_swallow_the_next_event(tiny_recipe):
     assert events[-1]["type"] == "end" and events[-1]["step"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sink", ["| head -1", "> /dev/full"])
 def test_a_broken_console_does_not_stop_training(tiny_recipe, tmp_path, sink):
     out = tmp_path / "console"
@@ -66,6 +68,7 @@ def test_a_broken_console_does_not_stop_training(tiny_recipe, tmp_path, sink):
     assert end["type"] == "end" and end["status"] == "finished" and end["step"] == 40
 
 
+@pytest.mark.slow
 def test_batches_larger_than_the_data_fail_before_a_run_directory_exists(tiny_recipe, tmp_path):
     with pytest.raises(DataError, match=r"^train.px_batch_size=5000 is larger"):
         run(resolve(tiny_recipe, ['method.name="jem"', "train.px_batch_size=5000"]), None)
@@ -74,6 +77,7 @@ def test_batches_larger_than_the_data_fail_before_a_run_directory_exists(tiny_re
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_stale_stop_request_does_not_stop_the_resumed_run(tiny_recipe):
     first = _short_run(tiny_recipe, "stale")
     stop = first.run_dir / "control" / "stop"
@@ -102,6 +106,7 @@ def test_run_names_stay_inside_out_dir(name):
         resolve(None, [f'run.name="{name}"'])
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_job_starts_leaves_a_resumable_run(tiny_recipe, tmp_path):
     import signal
 
@@ -123,6 +128,7 @@ def test_sigterm_while_the_job_starts_leaves_a_resumable_run(tiny_recipe, tmp_pa
     assert read_events(out)[-1]["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_broken_checkpoints_are_clear_errors_and_resume_leaves_the_run_untouched(tiny_recipe, tmp_path):
     first = _short_run(tiny_recipe, "corrupt")
     last = first.run_dir / "checkpoints" / "last.pt"
@@ -153,6 +159,7 @@ def test_broken_checkpoints_are_clear_errors_and_resume_leaves_the_run_untouched
     assert "it is a text file (a recipe?); give a run directory" in res.stderr and "weights_only" not in res.stderr
 
 
+@pytest.mark.slow
 def test_recipes_that_are_not_utf8_and_runs_without_a_readable_recipe(tiny_recipe, tmp_path):
     bad = tmp_path / "latin1.toml"
     bad.write_bytes('[run]\nname = "caf\xe9"\n'.encode("latin-1"))
@@ -172,6 +179,7 @@ def test_recipes_that_are_not_utf8_and_runs_without_a_readable_recipe(tiny_recip
     assert "ebjdat run RECIPE --resume" in res.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_run_locations_are_clear_errors(tiny_recipe):
     for args in (("--run-dir", "/proc/ebjdat-x"), ("--set", 'run.out_dir="/proc"')):
         res = ebjdat("run", str(tiny_recipe), *args)
@@ -179,6 +187,7 @@ def test_unwritable_run_locations_are_clear_errors(tiny_recipe):
         assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_sizes_and_cli_values_are_checked(tiny_recipe, tmp_path):
     with pytest.raises(RecipeError, match=r"\$\.sampler\.buffer_size: 2000000000 images .* GiB"):
         run(resolve(tiny_recipe, ['method.name="jem"', "sampler.buffer_size=2000000000"]), None)
@@ -262,6 +271,7 @@ def test_thousands_of_errors_are_counted_not_all_printed_and_attach_needs_a_run(
     assert res.returncode == 2 and "no such run directory" in res.stderr
 
 
+@pytest.mark.slow
 def test_evaluation_results_survive_unwritable_places(tiny_recipe, tmp_path):
     first = _short_run(tiny_recipe, "evalro", steps=4)
     from ebjdat_engine.eval.evaluate import evaluate
@@ -304,6 +314,7 @@ def test_the_run_directory_contract_lives_in_its_own_package():
         assert not (root / "ebjdat_engine" / "train" / f"{name}.py").exists(), name
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_finished_again_by_a_plain_resume(tiny_recipe):
     first = _short_run(tiny_recipe, "twice", steps=4)
     again = run(resolve_for_resume(first.run_dir, None, ["train.max_steps=6"]), None, resume=first.run_dir)
@@ -314,6 +325,7 @@ def test_a_finished_run_is_not_finished_again_by_a_plain_resume(tiny_recipe):
     assert (first.run_dir / "events.jsonl").read_bytes() == before  # no second `end`
 
 
+@pytest.mark.slow
 def test_double_ctrl_c_20_ms_apart_ends_once_as_stopped(tiny_recipe, tmp_path):
     import signal
 

@@ -31,6 +31,7 @@ def _finite_losses(run_dir) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,base", ARMS, ids=[m if b is None else f"{m}-{b}" for m, b in ARMS])
 def test_every_method_trains_under_bf16_and_channels_last(tiny_recipe, method, base):
     recipe = resolve(tiny_recipe, _arm(method, base) + SHORT + [
@@ -55,6 +56,7 @@ def test_channels_last_model_really_is_channels_last(tiny_recipe):
     assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_ebjdat_trains_under_torch_compile(tiny_recipe):
     recipe = resolve(tiny_recipe, _arm("ebjdat", "jempp") + SHORT + [
         "runtime.compile=true", "train.max_steps=3", 'run.name="compiled"'])

@@ -80,6 +80,7 @@ def done_study(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_study_writes_its_results_tables_and_figures(done_study: Path):
     out = done_study.parent / "tiny_study"
     for name in ("results.json", "results.md", "trilemma.png", "energies.png"):
@@ -123,6 +124,7 @@ def test_the_table_is_the_json(done_study: Path):
     assert curve.split("|")[2].strip() == fmt_mean_std(doc["arms"][1]["curve"]["0.05"], "acc")
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_runs_and_reuses_their_evaluations(done_study: Path):
     out = done_study.parent / "tiny_study"
     run_dir = out / "runs" / "pgd_at-s0"
@@ -136,6 +138,7 @@ def test_a_rerun_skips_finished_runs_and_reuses_their_evaluations(done_study: Pa
     assert time.time() - t0 < 60
 
 
+@pytest.mark.slow
 def test_a_changed_protocol_re_evaluates_without_retraining(tmp_path: Path):
     path = write_study(tmp_path, steps=2, n=12)
     assert ebjdat("study", str(path), "--plain", timeout=600).returncode == 0
@@ -156,6 +159,7 @@ def test_a_changed_protocol_re_evaluates_without_retraining(tmp_path: Path):
     assert starts(run_dir) == 1 and len(evals(run_dir)) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path):
     path = write_study(tmp_path, n=12)
     text = path.read_text().replace('"train.max_steps=4"', '"train.epochs=12"')  # ~500 steps

@@ -49,6 +49,7 @@ def mirrored(tmp_path_factory) -> Path:
     return result.run_dir
 
 
+@pytest.mark.slow
 def test_export_holds_scalars_histograms_images_and_the_protocol(mirrored, tmp_path):
     out = tmp_path / "tb"
     done = ebjdat("export", str(mirrored), "--tensorboard", str(out))

@@ -106,6 +106,7 @@ def test_control_stop_file_stops_gracefully(tiny_recipe):
     assert list((result.run_dir / "control" / "handled").iterdir())
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_ends_stopped(tiny_recipe, tmp_path):
     out = tmp_path / "sig"
     proc = subprocess.Popen(

@@ -333,6 +333,7 @@ def test_a_recipe_that_is_not_utf8_is_an_invalid_recipe_not_a_crash(tmp_path: Pa
     assert result.code == 2 and "not UTF-8" in result.message
 
 
+@pytest.mark.slow
 def test_a_job_that_fails_before_its_first_event_shows_stdout_log(tmp_path: Path):
     recipe = tmp_path / "fm.toml"
     recipe.write_text(f'[run]\nout_dir = "{(tmp_path / "runs").as_posix()}"\n'

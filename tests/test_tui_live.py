@@ -31,6 +31,7 @@ def launched():
             process.wait()
 
 
+@pytest.mark.slow
 def test_launch_leave_attach_and_stop_a_real_run(tmp_path: Path, launched):
     sets = ["train.max_steps=3000", "runtime.threads=1", "runtime.device=\"cpu\"", "monitor.every=5",
             "train.log_every=5", "train.control_every=2", "eval.every_epochs=0",

@@ -50,7 +50,8 @@ def test_run_state_folds_the_recorded_stream():
     assert state.start["method"] == "ebjdat" and state.total == 60
     assert state.step == 60  # eval/sample events of `ebjdat eval`/`sample` (step 40) do not move it back
     assert state.end_status() == "finished"
-    assert set(state.series) >= {"loss", "px", "l2", "ce", "h2", "ce_adv", "acc", "lr"}
+    # recorded under the old term names (px, l2, h2, ce_adv), read under today's
+    assert set(state.series) >= {"loss", "h1_px", "h1_l2", "ce", "h2_adv", "h3_ce_adv", "acc", "lr"}
     assert set(state.gaps) == {"clean_minus_adversarial", "clean_minus_generated"}
     assert {e.get("source") for e in state.evals} == {None, "ebjdat eval"}
     # the eval-mode probe of every energy event, and the generation trace

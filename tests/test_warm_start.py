@@ -77,6 +77,7 @@ def test_dat_stage1_to_stage2_on_digits(tiny_recipe):
     assert trained.status == "finished"
 
 
+@pytest.mark.slow
 def test_a_misfit_source_is_a_clear_error_before_any_run_directory(tiny_recipe, tmp_path):
     src = run(resolve(tiny_recipe, ["train.max_steps=2", "run.name=\"src\""]), str(tiny_recipe))
     out = ebjdat("run", str(tiny_recipe), "--set", f"model.init_from=\"{src.run_dir}\"", "--set", "model.width=2",
