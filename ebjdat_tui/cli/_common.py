@@ -1,5 +1,11 @@
-"""What the command groups of the `ebjdat` command line share: the --set help, the exit status of a
-bad input, how `ebjdat study` starts its runs, and the helpers that report a bad recipe.
+"""What the command groups of the `ebjdat` command line share: the --set help, how `ebjdat study`
+starts its runs, and the ways a command says a user error.
+
+A command says a user error by raising `UserError` (the engine's errors are UserErrors already);
+the one handler, `reporting` in `__init__`, prints it on stderr and exits with its status. The
+helpers here give the raised error its words where the command knows more than the engine: which
+file a list of recipe errors is about (`recipe_errors`), a list printed as it stands (`Report`),
+an engine ValueError said as a user error (`value_errors_said`).
 
 Nothing here imports torch or the engine's heavy parts at module level (the engine is imported
 inside the helpers), so that `ebjdat --help` answers at once.
@@ -8,61 +14,89 @@ inside the helpers), so that `ebjdat --help` answers at once.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Sequence
 
 import typer
 
+from ebjdat_engine.errors import EXIT_BAD_INPUT, UserError
 from ebjdat_engine.rundir import RESULTS_FILE, RESULTS_MD
 
+__all__ = ["EBJDAT_COMMAND", "EXIT_BAD_INPUT", "MAX_ERRORS_SHOWN", "Report", "SET_HELP", "UserError", "error_list",
+           "n_errors", "names_in_doc", "recipe_errors", "resolved_recipe", "say_err", "value_errors_said"]
+
 SET_HELP = "Override a recipe value: section.key=value (value parsed as TOML; repeatable)."
-EXIT_BAD_INPUT = 2
 #: how `ebjdat study` starts each of its runs: this command line, with this interpreter
 EBJDAT_COMMAND = (sys.executable, "-m", "ebjdat_tui.cli")
 #: recipe errors printed at most (a generated recipe can have thousands of unknown keys)
 MAX_ERRORS_SHOWN = 50
 
 
-def _err(message: str) -> None:
+def say_err(message: str) -> None:
+    """A line on stderr (progress notes and warnings; errors are raised, see `UserError`)."""
     typer.echo(message, err=True)
 
 
-def _names_in_doc(command):
+def names_in_doc(command):
     """A command whose help (its docstring) names run and study files by their constants."""
     command.__doc__ = command.__doc__.format(RESULTS_FILE=RESULTS_FILE, RESULTS_MD=RESULTS_MD)
     return command
 
 
-def _fail_recipe(errors: list[str], source: str | None = None) -> None:
-    where = f"{source}: " if source else ""
-    _err(f"{where}{len(errors)} error{'s' if len(errors) != 1 else ''} in recipe:")
-    _print_errors(errors)
-    raise typer.Exit(EXIT_BAD_INPUT)
+class Report(UserError):
+    """A user error whose lines are printed as they stand, without the command's name in front
+    (a list of recipe errors under its headline)."""
+
+    def __init__(self, lines: Sequence[str], *, exit_code: int | None = None) -> None:
+        super().__init__("\n".join(lines), exit_code=exit_code)
+        self._lines = list(lines)
+
+    def lines(self, speaker: str) -> list[str]:
+        return list(self._lines)
 
 
-def _print_errors(errors: list[str]) -> None:
-    for line in errors[:MAX_ERRORS_SHOWN]:
-        _err(f"  {line}")
+def n_errors(errors: Sequence[str]) -> str:
+    """'1 error', '2 errors'."""
+    return f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+
+
+def error_list(headline: str, errors: Sequence[str]) -> list[str]:
+    """The headline, then the errors indented, the first MAX_ERRORS_SHOWN of them."""
+    lines = [headline, *(f"  {line}" for line in errors[:MAX_ERRORS_SHOWN])]
     if len(errors) > MAX_ERRORS_SHOWN:
-        _err(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
+        lines.append(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
+    return lines
 
 
-def _device(device: Optional[str], command: str):
-    """--device checked against this machine (None: CUDA when present), or a message and exit 2."""
-    from ebjdat_engine.train.runtime import DeviceError, pick_device
-
-    try:
-        return pick_device(device)
-    except DeviceError as e:
-        _err(f"ebjdat {command}: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def _resolved(recipe: Path, set_: List[str]):
-    """The resolved recipe, or the recipe errors and exit 2."""
-    from ebjdat_engine.recipe import RecipeError, resolve
+@contextmanager
+def recipe_errors(source: str | None, what: str = "recipe") -> Iterator[None]:
+    """A RecipeError raised inside becomes the list of its errors under '<source>: N errors in
+    <what>:' (no '<source>: ' when None)."""
+    from ebjdat_engine.recipe import RecipeError
 
     try:
-        return resolve(recipe, set_)
+        yield
     except RecipeError as e:
-        _fail_recipe(e.errors, str(recipe))
+        where = f"{source}: " if source else ""
+        raise Report(error_list(f"{where}{n_errors(e.errors)} in {what}:", e.errors)) from None
+
+
+@contextmanager
+def value_errors_said() -> Iterator[None]:
+    """A ValueError raised inside (the engine's word for a request it cannot meet) becomes a user
+    error with the same message."""
+    try:
+        yield
+    except ValueError as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(str(e)) from None
+
+
+def resolved_recipe(recipe: Path, set_: List[str]):
+    """The resolved recipe; its errors are a user error (the list, under the recipe's name)."""
+    from ebjdat_engine.recipe import resolve
+
+    with recipe_errors(str(recipe)):
+        return resolve(recipe, set_)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import EXIT_BAD_INPUT, SET_HELP, _err, _resolved
+from ._common import SET_HELP, UserError, resolved_recipe
 
 
 def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
@@ -19,24 +19,18 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
     """Measure one training iteration: time per phase, images/s, FLOPs per image in F, MFU."""
     import json as _json
 
-    resolved = _resolved(recipe, set_)
+    resolved = resolved_recipe(recipe, set_)
     if steps < 1:
-        _err("ebjdat bench: --steps must be >= 1")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("--steps must be >= 1")
     import torch
 
-    from ebjdat_engine.recipe import RecipeError
     from ebjdat_engine.train.bench import bench as run_bench
-    from ebjdat_engine.train.runtime import DeviceError, resolve_device
+    from ebjdat_engine.train.runtime import resolve_device
 
-    try:
-        device = resolve_device(resolved.runtime)
-        warm = warmup if warmup is not None else (3 if device.type == "cuda" else 1)
-        report = run_bench(resolved, steps=steps, warmup=warm,
-                           log=None if json_out else (lambda t: typer.echo(f"bench: {t}", err=True)))
-    except (RecipeError, DeviceError) as e:
-        _err(f"ebjdat bench: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+    device = resolve_device(resolved.runtime)
+    warm = warmup if warmup is not None else (3 if device.type == "cuda" else 1)
+    report = run_bench(resolved, steps=steps, warmup=warm,
+                       log=None if json_out else (lambda t: typer.echo(f"bench: {t}", err=True)))
     del torch
     if json_out:
         typer.echo(_json.dumps(report, indent=2))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ._common import EXIT_BAD_INPUT, _device, _err
+from ._common import UserError, say_err, value_errors_said
 
 #: most samples `ebjdat sample` puts in one PNG grid
 MAX_SAMPLES = 10_000
@@ -76,35 +76,27 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
     Each generation metric stands beside its floor (held-out test images) and its init baseline (fresh draws from the sampler's init distribution): same metric, same reference set."""  # noqa: E501 (typer prints this docstring as --help and keeps its line breaks)
 
     from ebjdat_engine.eval.evaluate import evaluate
-    from ebjdat_engine.eval.loading import LoadError
-    from ebjdat_engine.eval.robustness import EvalError
     from ebjdat_engine.recipe.fields import CheckError, parse_budget
+    from ebjdat_engine.train.runtime import pick_device
 
     if norm not in ("linf", "l2"):
-        _err(f"ebjdat eval: --norm {norm}: use 'linf' or 'l2'")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--norm {norm}: use 'linf' or 'l2'")
     if samples not in ("auto", "buffer", "fresh"):
-        _err(f"ebjdat eval: --samples {samples}: use 'auto', 'buffer' or 'fresh'")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--samples {samples}: use 'auto', 'buffer' or 'fresh'")
     try:
         budget = float(parse_budget(eps))
     except CheckError as e:
-        _err(f"ebjdat eval: --eps {eps}: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--eps {eps}: {e}") from None
     if norm == "linf" and not 0 < budget <= 1:
-        _err(f"ebjdat eval: --eps {eps}: an l-inf budget in pixel units of [0, 1] images lies in (0, 1] (8/255 is the "
-             f"standard one)")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--eps {eps}: an l-inf budget in pixel units of [0, 1] images lies in (0, 1] (8/255 is the "
+                        f"standard one)")
     if norm == "l2" and budget <= 0:
-        _err(f"ebjdat eval: --eps {eps}: give a positive l2 budget (0.5 is DAT's)")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--eps {eps}: give a positive l2 budget (0.5 is DAT's)")
     if n < 0 or n_samples < 0:
         bad = f"--n {n}" if n < 0 else f"--n-samples {n_samples}"
-        _err(f"ebjdat eval: {bad}: give 0 (all / the default) or a positive number")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"{bad}: give 0 (all / the default) or a positive number")
     if pgd_steps < 1:
-        _err(f"ebjdat eval: --pgd-steps {pgd_steps}: give at least 1")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--pgd-steps {pgd_steps}: give at least 1")
     lengths: tuple[int, ...] = ()
     if chain_lengths is not None:
         try:
@@ -112,32 +104,26 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpoi
         except ValueError:
             lengths = (-1,)
         if not lengths or any(k < 0 for k in lengths):
-            _err(f"ebjdat eval: --chain-lengths {chain_lengths}: give a comma list of steps >= 0, "
-                 f"e.g. 0,5,10,20,50,100")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise UserError(f"--chain-lengths {chain_lengths}: give a comma list of steps >= 0, "
+                            f"e.g. 0,5,10,20,50,100")
         if robust_only:
-            _err("ebjdat eval: --chain-lengths measures generation; it cannot go with --robust-only")
-            raise typer.Exit(EXIT_BAD_INPUT)
-    dev = _device(device, "eval")
+            raise UserError("--chain-lengths measures generation; it cannot go with --robust-only")
+    dev = pick_device(device)
 
     def log(text: str) -> None:
         typer.echo(f"eval: {text}", err=True)
 
-    try:
+    with value_errors_said():
         result = evaluate(run_dir, ckpt=ckpt, n=n, attacks=attacks, eps=eps, norm=norm,
                           fid={None: "auto", True: "on", False: "off"}[fid],
                           inception_weights=inception_weights, samples=samples, n_samples=n_samples, device=dev,
                           seed=seed, pgd_steps=pgd_steps, robust_only=robust_only, weights=weights, log=log,
                           out_dir=out, chain_lengths=lengths)
-    except (LoadError, EvalError, ValueError) as e:
-        _err(f"ebjdat eval: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         _show_eval(result, json_out, robust_only)
     finally:
         if result.get("write_error"):  # the numbers are above; the files could not be written
-            _err(f"ebjdat eval: {result['write_error']}")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise UserError(result["write_error"])
 
 
 def _show_eval(result: dict, json_out: bool, robust_only: bool) -> None:
@@ -207,44 +193,38 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
 
     from ebjdat_engine.eval.generation import draw_buffer, fresh_chains
     from ebjdat_engine.eval.grid import save_grid
-    from ebjdat_engine.eval.loading import LoadError, load_run
+    from ebjdat_engine.eval.loading import load_run
     from ebjdat_engine.rundir.events import EventWriter
+    from ebjdat_engine.train.runtime import pick_device
 
     if source not in ("fresh", "buffer"):
-        _err(f"ebjdat sample: --source {source}: use 'fresh' or 'buffer'")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--source {source}: use 'fresh' or 'buffer'")
     if not 1 <= n <= MAX_SAMPLES:
-        _err(f"ebjdat sample: --n {n}: give a number of samples from 1 to {MAX_SAMPLES}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"--n {n}: give a number of samples from 1 to {MAX_SAMPLES}")
     if steps is not None and steps < 0:
-        _err(f"ebjdat sample: --steps {steps}: give 0 or more chain steps")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    dev = _device(device, "sample")
-    try:
+        raise UserError(f"--steps {steps}: give 0 or more chain steps")
+    dev = pick_device(device)
+    with value_errors_said():
         run = load_run(run_dir, ckpt, dev, weights)
         if run.recipe.runtime.threads:
             torch.set_num_threads(run.recipe.runtime.threads)
         n_classes = int(run.checkpoint["n_classes"])
         if klass is not None and not 0 <= klass < n_classes:
-            raise ValueError(f"--class {klass}: the model has classes 0..{n_classes - 1}")
+            raise UserError(f"--class {klass}: the model has classes 0..{n_classes - 1}")
         if source == "buffer":
             if klass is not None:
-                raise ValueError("--class works with fresh chains only")
+                raise UserError("--class works with fresh chains only")
             x, info = draw_buffer(run, n, seed)
         else:
             x, info = fresh_chains(run, n, dev, steps=steps, klass=klass, seed=seed)
-    except (LoadError, ValueError) as e:
-        _err(f"ebjdat sample: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = run.run_dir if run.run_dir is not None else Path(".")
     target = out or base / "samples" / f"{stamp}.png"
     try:
         path = save_grid(x, target)
     except (OSError, ValueError) as e:  # an unwritable place, a directory, an unknown image suffix
-        _err(f"ebjdat sample: could not write {target} ({getattr(e, 'strerror', None) or e}); "
-             f"pass --out FILE.png somewhere writable")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"could not write {target} ({getattr(e, 'strerror', None) or e}); "
+                        f"pass --out FILE.png somewhere writable") from None
     if run.run_dir is not None:
         try:
             rel = str(path.resolve().relative_to(run.run_dir.resolve()))
@@ -258,5 +238,5 @@ def sample(run_dir: Path = typer.Argument(..., help="Run directory (or a checkpo
             finally:
                 events.close()
         except OSError as e:  # a read-only run with --out elsewhere: the grid is written
-            _err(f"ebjdat sample: note: no sample event in {run.run_dir} ({e.strerror or e})")
+            say_err(f"ebjdat sample: note: no sample event in {run.run_dir} ({e.strerror or e})")
     typer.echo(f"wrote {path} ({info['source']}, {len(x)} samples, {run.weights} weights)")

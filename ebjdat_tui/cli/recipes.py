@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import EXIT_BAD_INPUT, SET_HELP, _err, _fail_recipe, _print_errors
+from ._common import EXIT_BAD_INPUT, SET_HELP, error_list, n_errors, recipe_errors, say_err
 
 
 def validate(recipes: List[Path] = typer.Argument(..., help="Recipe files to check."),
@@ -21,11 +21,11 @@ def validate(recipes: List[Path] = typer.Argument(..., help="Recipe files to che
             resolve(path, set_)
         except RecipeError as e:
             bad += 1
-            _err(f"{path}: {len(e.errors)} error{'s' if len(e.errors) != 1 else ''}:")
-            _print_errors(e.errors)
+            for line in error_list(f"{path}: {n_errors(e.errors)}:", e.errors):
+                say_err(line)
         else:
             typer.echo(f"{path}: ok")
-    if bad:
+    if bad:  # every file's errors are listed above
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -33,11 +33,9 @@ def show(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (absent
          set_: List[str] = typer.Option([], "--set", help=SET_HELP),
          doc: bool = typer.Option(False, "--doc", help="Annotate every key with its documentation.")) -> None:
     """Print the resolved recipe as TOML (extends and --set applied, defaults filled in)."""
-    from ebjdat_engine.recipe import RecipeError, resolve, to_toml
+    from ebjdat_engine.recipe import resolve, to_toml
     from ebjdat_engine.recipe.docs import documented_toml
 
-    try:
+    with recipe_errors(str(recipe) if recipe else None):
         resolved = resolve(recipe, set_)
-    except RecipeError as e:
-        _fail_recipe(e.errors, str(recipe) if recipe else None)
     typer.echo(documented_toml(resolved) if doc else to_toml(resolved), nl=False)

@@ -10,7 +10,7 @@ import typer
 
 from ebjdat_engine.rundir import NO_RUN_MARKERS, RunDir
 
-from ._common import EXIT_BAD_INPUT, _err
+from ._common import UserError
 
 
 def export(runs: List[Path] = typer.Argument(...,
@@ -25,40 +25,31 @@ def export(runs: List[Path] = typer.Argument(...,
     Reads the run directory only (a live run can be exported while it trains); needs the tb
     extra (pip install tensorboard). runtime.tensorboard = true mirrors the same live into
     RUN/tensorboard."""
-    from ebjdat_engine.export.tensorboard import TensorBoardMissing, export_run, missing_reason
+    from ebjdat_engine.export.tensorboard import export_run, missing_reason
 
     if (reason := missing_reason()) is not None:
-        _err(f"ebjdat export: {reason}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(reason)
     for run in runs:
         if not RunDir(run).is_run():
-            _err(f"ebjdat export: {run} is not a run directory ({NO_RUN_MARKERS}); "
-                 f"give a directory under runs/ (ebjdat ls lists them)")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise UserError(f"{run} is not a run directory ({NO_RUN_MARKERS}); "
+                            f"give a directory under runs/ (ebjdat ls lists them)")
     names = [run.resolve().name for run in runs]
     if len(set(names)) != len(names):
-        _err(f"ebjdat export: several runs are named {', '.join(sorted({n for n in names if names.count(n) > 1}))}; "
-             f"export them into separate directories")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"several runs are named {', '.join(sorted({n for n in names if names.count(n) > 1}))}; "
+                        f"export them into separate directories")
     targets = [tensorboard] if len(runs) == 1 else [tensorboard / name for name in names]
     for target in targets:
         if target.exists() and not target.is_dir():
-            _err(f"ebjdat export: {target} exists and is not a directory; name a new directory")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise UserError(f"{target} exists and is not a directory; name a new directory")
         if target.is_dir() and any(target.glob("events.out.tfevents.*")):
-            _err(f"ebjdat export: {target} already holds TensorBoard event files (an earlier export?); "
-                 f"TensorBoard would show both. Export into a new or empty directory")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise UserError(f"{target} already holds TensorBoard event files (an earlier export?); "
+                            f"TensorBoard would show both. Export into a new or empty directory")
     for run, target in zip(runs, targets):
         try:
             target.mkdir(parents=True, exist_ok=True)
             counts = export_run(run, target)
-        except TensorBoardMissing as e:
-            _err(f"ebjdat export: {e}")
-            raise typer.Exit(EXIT_BAD_INPUT)
-        except OSError as e:
-            _err(f"ebjdat export: cannot write {target} ({e.strerror or e}); choose a writable directory")
-            raise typer.Exit(EXIT_BAD_INPUT)
+        except OSError as e:  # (a missing TensorBoard is a UserError of its own)
+            raise UserError(f"cannot write {target} ({e.strerror or e}); choose a writable directory") from None
         typer.echo(f"{run} -> {target}: "
                    + ", ".join(f"{counts[k]} {k}" for k in ("scalars", "histograms", "images", "texts")))
     typer.echo(f"view: tensorboard --logdir {tensorboard}")
@@ -70,8 +61,7 @@ def ls_(runs_dir: Path = typer.Argument(Path("runs"), help="Directory of runs (o
     from ..runs import find_runs, summarize
 
     if not runs_dir.is_dir():
-        _err(f"ebjdat ls: no runs directory at {runs_dir}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError(f"no runs directory at {runs_dir}")
     summaries = sorted((summarize(p) for p in find_runs(runs_dir)),
                        key=lambda r: (r.started if r.started is not None else float("inf"), r.name))
     if not summaries:

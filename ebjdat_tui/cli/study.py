@@ -9,10 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from ._common import EBJDAT_COMMAND, EXIT_BAD_INPUT, _err, _names_in_doc, _print_errors
+from ._common import EBJDAT_COMMAND, UserError, names_in_doc, recipe_errors, say_err
 
 
-@_names_in_doc
+@names_in_doc
 def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[study], \\[protocol], \\[\\[arm]])."),
           jobs: Optional[int] = typer.Option(None, "--jobs",
                                              help="Runs trained and evaluated at once (default: the study's jobs)."),
@@ -27,21 +27,15 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
 
     Running it again skips finished runs, resumes stopped ones and re-evaluates only what changed.
     Ctrl-C stops cleanly (the running jobs checkpoint); run it again to continue."""
-    from ebjdat_engine.recipe import RecipeError
-    from ebjdat_engine.study import StudyError, load_study, run_study
+    from ebjdat_engine.study import load_study, run_study
     from ebjdat_engine.study.runner import run_dir_for
 
     from ..study_progress import make_study_progress
 
     if jobs is not None and jobs < 1:
-        _err(f"ebjdat study: --jobs {jobs}: give at least 1")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    try:
+        raise UserError(f"--jobs {jobs}: give at least 1")
+    with recipe_errors(str(study_file), "study"):
         loaded = load_study(study_file, jobs)
-    except RecipeError as e:
-        _err(f"{study_file}: {len(e.errors)} error{'s' if len(e.errors) != 1 else ''} in study:")
-        _print_errors(e.errors)
-        raise typer.Exit(EXIT_BAD_INPUT)
     if check:
         typer.echo(f"{study_file}: ok; {len(loaded.arms)} arms x {len(loaded.seeds)} seeds -> {loaded.out_dir}")
         for arm in loaded.arms:
@@ -52,10 +46,9 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
     listener = make_study_progress(True if plain else None)
     try:
         code = run_study(loaded, EBJDAT_COMMAND, listener)
-    except StudyError as e:
-        listener.close()
-        _err(f"ebjdat study: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+    except UserError:  # the study cannot run (its directory is locked by another study, ...)
+        listener.close()  # the display ends before the message
+        raise
     listener.close()
     raise typer.Exit(code)
 
@@ -73,18 +66,12 @@ def compare(runs: List[Path] = typer.Argument(...,
     checkpoint, ...) are flagged, never mixed silently."""
     import json as _json
 
-    from ebjdat_engine.study import CompareError
     from ebjdat_engine.study.compare import HEADERS, protocol_note, table_rows, to_csv, to_markdown
     from ebjdat_engine.study.compare import compare as build
 
     if sum((md, csv_out, json_out)) > 1:
-        _err("ebjdat compare: choose one of --md, --csv, --json")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    try:
-        comparison = build(runs)
-    except CompareError as e:
-        _err(f"ebjdat compare: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("choose one of --md, --csv, --json")
+    comparison = build(runs)
     if json_out:
         typer.echo(_json.dumps(comparison, indent=2))
     elif csv_out:
@@ -107,6 +94,6 @@ def compare(runs: List[Path] = typer.Argument(...,
         console.print(protocol_note(comparison), style="red" if not comparison["protocols_agree"] else None,
                       highlight=False)
     if not comparison["protocols_agree"]:
-        _err("ebjdat compare: protocol mismatch: " + "; ".join(
+        say_err("ebjdat compare: protocol mismatch: " + "; ".join(
             f"{e['run']}: " + ", ".join(f"{k} {v['this']} vs {v['reference']}" for k, v in e["mismatch"].items())
             for e in comparison["entries"] if e["mismatch"]))

@@ -10,7 +10,7 @@ import typer
 
 from ebjdat_engine.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, RunDir
 
-from ._common import EXIT_BAD_INPUT, SET_HELP, _err, _fail_recipe
+from ._common import SET_HELP, UserError, recipe_errors
 
 
 def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optional with --resume)."),
@@ -21,58 +21,39 @@ def run(recipe: Optional[Path] = typer.Argument(None, help="Recipe file (optiona
                                                    f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}."),
         plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal.")) -> None:
     """Train headless; progress on stdout, everything in the run directory."""
-    from ebjdat_engine.recipe import RecipeError, resolve
+    from ebjdat_engine.recipe import resolve
 
     if recipe is None and resume is None:
-        _err("ebjdat run: give a RECIPE, or --resume RUN_DIR")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("give a RECIPE, or --resume RUN_DIR")
     if resume is not None and run_dir is not None:
-        _err("ebjdat run: --run-dir and --resume exclude each other (a resumed run stays in its directory)")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("--run-dir and --resume exclude each other (a resumed run stays in its directory)")
 
-    from ebjdat_engine.data import DataError
-    from ebjdat_engine.rundir import RunDirError
     from ebjdat_engine.rundir.checkpoint import DiskFullError
-    from ebjdat_engine.train.runtime import DeviceError
-    from ebjdat_engine.train.session import Interrupted, StoppedBeforeStart, resolve_for_resume
+    from ebjdat_engine.train.session import resolve_for_resume
     from ebjdat_engine.train.session import run as run_training
 
     from ..progress import make_progress
 
-    try:
+    with recipe_errors(str(recipe) if recipe else str(resume / "recipe.toml")):
         if resume is not None:
             resolved = resolve_for_resume(resume, str(recipe) if recipe else None, set_)
         else:
             resolved = resolve(recipe, set_)
-    except RecipeError as e:
-        _fail_recipe(e.errors, str(recipe) if recipe else str(resume / "recipe.toml"))
-    except RunDirError as e:
-        _err(f"ebjdat run: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
 
     progress = make_progress(True if plain else None)
     try:
-        result = run_training(resolved, str(recipe) if recipe else None, run_dir=run_dir,
-                              resume=resume, listeners=[progress])
-    except RecipeError as e:
-        progress.close()
-        _fail_recipe(e.errors, str(recipe) if recipe else None)
-    except (DataError, RunDirError, DeviceError) as e:
-        progress.close()
-        _err(f"ebjdat run: {e}")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    except (StoppedBeforeStart, Interrupted) as e:
-        progress.close()
-        _err(f"ebjdat run: {e}")
-        raise typer.Exit(e.exit_code)
+        with recipe_errors(str(recipe) if recipe else None):
+            result = run_training(resolved, str(recipe) if recipe else None, run_dir=run_dir,
+                                  resume=resume, listeners=[progress])
+    except UserError:  # bad data, run directory or device; a stop (Interrupted, StoppedBeforeStart: their codes)
+        progress.close()  # the display ends before the message
+        raise
     except DiskFullError as e:  # a crash (exit 1), said plainly; the `end` event says the same
         progress.close()
-        _err(f"ebjdat run: crashed: {e}")
-        raise typer.Exit(1)
+        raise UserError(f"crashed: {e}", exit_code=1) from None
     except KeyboardInterrupt:
         progress.close()
-        _err("ebjdat run: interrupted twice while the job was starting, before training began")
-        raise typer.Exit(130)
+        raise UserError("interrupted twice while the job was starting, before training began", exit_code=130) from None
     progress.close()
     lines = [f"{result.status}: results in {result.run_dir}",
              f"  events: {RunDir(result.run_dir).events}   checkpoint: {RunDir(result.run_dir).last_checkpoint}"]

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import EXIT_BAD_INPUT, SET_HELP, _err
+from ._common import SET_HELP, Report, UserError
 
 
 def tui(recipe: Optional[Path] = typer.Argument(None,
@@ -24,14 +24,11 @@ def tui(recipe: Optional[Path] = typer.Argument(None,
     if recipe is not None and attach is None and recipe.is_dir():
         recipe, attach = None, recipe
     if (recipe is None) == (attach is None):
-        _err("ebjdat tui: give a RECIPE to start, or --attach RUN to watch a run")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("give a RECIPE to start, or --attach RUN to watch a run")
     if attach is not None and set_:
-        _err("ebjdat tui: --set applies to a new job, not to --attach")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise UserError("--set applies to a new job, not to --attach")
     if attach is not None and not attach.is_dir():
-        _err(f"ebjdat tui --attach {attach}: no such run directory (`ebjdat ls` lists the runs)")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise Report([f"ebjdat tui --attach {attach}: no such run directory (`ebjdat ls` lists the runs)"])
     from ..app import create_app  # textual is imported only here
 
     app_ = create_app(recipe=recipe, sets=set_, attach=attach)
