@@ -75,3 +75,21 @@ def test_run_end_to_end_and_refuse_an_existing_run_dir(tiny_recipe, tmp_path):
 def test_resume_of_a_non_run_is_exit_2(tmp_path):
     res = ebjdat("run", "--resume", str(tmp_path))
     assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+def test_one_handler_says_any_user_error_with_its_exit_code(monkeypatch, tmp_path):
+    """A UserError escaping a command (here from the engine, with a code of its own) is its message
+    after the command's name on stderr and its exit code; never a traceback."""
+    from typer.testing import CliRunner
+
+    from ebjdat_engine.errors import UserError
+    from ebjdat_engine.study import compare as compare_module
+    from ebjdat_tui.cli import app
+
+    def refuse(_runs):
+        raise UserError("nothing to compare here", exit_code=7)
+
+    monkeypatch.setattr(compare_module, "compare", refuse)
+    done = CliRunner().invoke(app, ["compare", str(tmp_path)])
+    assert done.exit_code == 7 and done.output == "ebjdat compare: nothing to compare here\n"
+    assert done.exception is None or isinstance(done.exception, SystemExit)

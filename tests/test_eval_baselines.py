@@ -220,7 +220,7 @@ def test_dashboard_eval_panel_shows_floor_and_init(tmp_path: Path):
 
 
 def test_text_of_fid_and_kid_beside_their_floor_and_init():
-    from ebjdat_tui.cli import _beside_text
+    from ebjdat_tui.cli.evaluate import _beside_text
 
     fid = {"fid": 31.25, "kid_mean": 0.012, "beats_init": True, "kid_beats_init": False,
            "floor": {"fid": 3.5, "kid_mean": 0.001, "n": 300, "source": "held-out ..."},

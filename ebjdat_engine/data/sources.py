@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import UserError
+
 #: Where Debian's `dataset-fashion-mnist` package installs the idx files.
 FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 #: Default root of torchvision's CIFAR folders when `data.root` is empty.
@@ -34,7 +36,7 @@ _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A user-facing data problem; the message names what to change (a root, a flag, a package)."""
 
 

@@ -17,13 +17,14 @@ import attrs
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..models import build_model
 from ..recipe import Recipe, from_toml_text
 from ..recipe.schema import WEIGHT_CHOICES
 from ..rundir.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
 
 
-class LoadError(Exception):
+class LoadError(UserError):
     """The run or checkpoint cannot be loaded; the message says what to give instead."""
 
 

@@ -16,13 +16,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..samplers import pgd
 
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 KNOWN_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 
 
-class EvalError(Exception):
+class EvalError(UserError):
     """An evaluation request that cannot be met; the message says what to change."""
 
 

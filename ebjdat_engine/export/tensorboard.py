@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..rundir.events import canonical_terms, read_events
 from ..rundir.layout import RECIPE_FILE, TENSORBOARD_DIR
 
@@ -36,7 +37,7 @@ FLUSH_SECS = 5
 TEXT_TAGS = ("run/start", "run/recipe", "run/end", "alarms", "eval/<split>/protocol", "ebjdat_eval/protocol")
 
 
-class TensorBoardMissing(RuntimeError):
+class TensorBoardMissing(UserError, RuntimeError):
     """The tensorboard package is not installed."""
 
 

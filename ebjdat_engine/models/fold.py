@@ -20,8 +20,10 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from ..errors import UserError
 
-class FoldError(ValueError):
+
+class FoldError(UserError, ValueError):
     """A BatchNorm cannot be folded into a preceding convolution; the message says which and why."""
 
 

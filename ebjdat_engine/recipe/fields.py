@@ -15,10 +15,12 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
+from ..errors import UserError
+
 Check = Callable[[Any], None]
 
 
-class CheckError(ValueError):
+class CheckError(UserError, ValueError):
     """A value check failed; the message says what to change."""
 
 

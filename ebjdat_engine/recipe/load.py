@@ -16,6 +16,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
+from ..errors import UserError
 from .fields import Budget, CheckError, is_section, parse_budget, suggest
 from .schema import REFERENCE_OBJECTIVES, Recipe, resnet_variant_problem, wrn_depth_problem
 
@@ -27,7 +28,7 @@ else:  # pragma: no cover
 EXTENDS_KEY = "extends"
 
 
-class RecipeError(Exception):
+class RecipeError(UserError):
     """One or more problems with a recipe; `errors` holds one line per problem."""
 
     def __init__(self, errors: list[str]):

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 # --- every file name of a run directory (nothing outside rundir/ spells one) -------------------
 RECIPE_FILE = "recipe.toml"
 META_FILE = "meta.json"
@@ -54,7 +56,7 @@ RUN_MARKERS = (EVENTS_FILE, META_FILE, RECIPE_FILE)
 NO_RUN_MARKERS = f"no {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]}"
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """A run directory cannot be used as asked; the message says what to do instead."""
 
 

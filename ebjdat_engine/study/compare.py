@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import UserError
 from ..rundir import EVAL_DIR, EVENTS_FILE, RunDir
 from .table import (
     COLUMNS,
@@ -27,7 +28,7 @@ from .table import (
 )
 
 
-class CompareError(Exception):
+class CompareError(UserError):
     """A path that is neither an evaluated run nor an evaluation JSON; the message says which."""
 
 

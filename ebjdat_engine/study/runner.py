@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import UserError
 from ..recipe import from_toml_text
 from ..recipe.load import RecipeError
 from ..rundir import LAST, EventTail, RunDir, StudyDir
@@ -41,7 +42,7 @@ from .table import eval_results, row_of, training_stats
 TERMINAL_DONE = ("finished", "collapsed")
 
 
-class StudyError(Exception):
+class StudyError(UserError):
     """A study that cannot run (its directory is locked by another study process, ...)."""
 
 

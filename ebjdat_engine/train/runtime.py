@@ -8,10 +8,11 @@ import random
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..recipe import RuntimeConfig
 
 
-class DeviceError(Exception):
+class DeviceError(UserError):
     """The runtime section asks for something this machine cannot do."""
 
 

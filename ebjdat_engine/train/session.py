@@ -17,6 +17,7 @@ from typing import Callable
 import attrs
 import torch
 
+from ..errors import UserError
 from ..recipe import Recipe, RecipeError, resolve, to_dict, to_toml
 from ..recipe.load import apply_overrides, structure
 from ..rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, RunDir, control
@@ -136,9 +137,10 @@ def run(recipe: Recipe, recipe_path: str | None = None, *, run_dir: str | Path |
             distributed.shutdown(info)
 
 
-class Interrupted(Exception):
+class Interrupted(UserError):
     """A second Ctrl-C interrupted training before the stop could checkpoint this step; the run
-    ended 'stopped' and resumes from its last checkpoint (`checkpoint_step`, None when none)."""
+    ended 'stopped' and resumes from its last checkpoint (`checkpoint_step`, None when none).
+    The command line exits 130 (a user error with its own status)."""
 
     exit_code = 130
 
@@ -149,12 +151,13 @@ class Interrupted(Exception):
         self.run_dir, self.step, self.checkpoint_step = run_dir, step, checkpoint_step
 
 
-class StoppedBeforeStart(Exception):
-    """A stop signal arrived before the run directory was written: nothing was created."""
+class StoppedBeforeStart(UserError):
+    """A stop signal arrived before the run directory was written: nothing was created. The
+    command line exits with the signal's status (`exit_code`)."""
 
     def __init__(self, exit_code: int) -> None:
-        super().__init__("stopped by a signal before training started; no run directory was written")
-        self.exit_code = exit_code
+        super().__init__("stopped by a signal before training started; no run directory was written",
+                         exit_code=exit_code)
 
 
 def _run(recipe: Recipe, recipe_path: str | None, info: distributed.DistInfo, device: torch.device,
