@@ -36,6 +36,7 @@ from ..errors import UserError
 from ..recipe import from_toml_text
 from ..recipe.load import RecipeError
 from ..rundir import LAST, EventTail, RunDir, StudyDir
+from .devices import DevicePool, cuda_device_count, resolve_devices
 from .schema import Arm, Study, protocol_options
 from .table import eval_results, row_of, training_stats
 
@@ -56,6 +57,7 @@ class RunTask:
     record: dict[str, Any]
     log: Path
     action: str = "new"    # new | resume | trained (see run_dir_for)
+    device: int | None = None  # the GPU index it holds while it runs (devices.py), else None
 
     @property
     def name(self) -> str:
@@ -167,11 +169,15 @@ class StudyRunner:
     poll_s: float = 0.5
     write_results: Callable[[Study, list[RunTask], str], None] | None = None
 
+    #: how many CUDA devices 'auto' finds (a test double replaces it)
+    device_count: Callable[[], int] = cuda_device_count
+
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._children: set[subprocess.Popen] = set()
         self._stop_signal: int | None = None
         self.tasks: list[RunTask] = []
+        self.devices = DevicePool(resolve_devices(self.study.devices, self.device_count), self.study.per_device)
 
     # --- planning -------------------------------------------------------------------------
 
@@ -193,13 +199,16 @@ class StudyRunner:
 
     # --- children -------------------------------------------------------------------------
 
-    def _spawn(self, args: list[str], log: Path, stdout: Path | None = None) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log: Path, stdout: Path | None = None,
+               device: int | None = None) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
         err = open(log, "a", encoding="utf-8")
         out = open(stdout, "w", encoding="utf-8") if stdout is not None else err
         err.write(f"\n$ ebjdat {' '.join(args)}\n")
         err.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if device is not None:  # the arm's own GPU (devices.py): cuda:0 inside the child
+            env["CUDA_VISIBLE_DEVICES"] = str(device)
         proc = subprocess.Popen([*self.command, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         err.close()
@@ -272,7 +281,7 @@ class StudyRunner:
             args = ["run", str(task.arm.recipe_path), *sum((["--set", o] for o in task.arm.overrides), []),
                     "--set", f"run.seed={task.seed}", "--run-dir", str(run_dir), "--plain"]
         self._set(task, "training", "resuming" if action == "resume" else "")
-        code = self._wait(self._spawn(args, task.log), task)
+        code = self._wait(self._spawn(args, task.log, device=task.device), task)
         stats = training_stats(run_dir) if RunDir(run_dir).has_events() else {}
         task.record.update(status=stats.get("status"), step=stats.get("step"), total_steps=stats.get("total_steps"))
         if stats.get("status") in TERMINAL_DONE:
@@ -289,7 +298,8 @@ class StudyRunner:
         if found is not None:
             return found[1]
         out = task.log.with_suffix(".eval.json")
-        code = self._wait(self._spawn(["eval", str(task.run_dir), "--json", *eval_args(options)], task.log, out))
+        code = self._wait(self._spawn(["eval", str(task.run_dir), "--json", *eval_args(options)], task.log, out,
+                                      device=task.device))
         if code == 0:
             try:
                 return json.loads(out.read_text(encoding="utf-8"))
@@ -302,6 +312,18 @@ class StudyRunner:
     def run_task(self, task: RunTask) -> None:
         if self.stopping:
             return
+        task.device = self.devices.acquire(cancelled=lambda: self.stopping)
+        if task.device is None and self.devices.devices:  # stopped while waiting for a device
+            return
+        if task.device is not None:
+            task.record["device"] = f"cuda:{task.device}"
+        try:
+            self._run_task(task)
+        finally:
+            self.devices.release(task.device)
+            task.device = None
+
+    def _run_task(self, task: RunTask) -> None:
         try:
             if not self._train(task):
                 return

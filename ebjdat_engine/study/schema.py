@@ -41,6 +41,31 @@ else:  # pragma: no cover
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
+@attrs.frozen
+class Devices:
+    """`[study] devices`: None for 'auto', else the device indices as given."""
+
+    indices: tuple[int, ...] | None
+
+    def __str__(self) -> str:
+        return "auto" if self.indices is None else str(list(self.indices))
+
+
+def _devices(value: Any, _t: type) -> Devices:
+    if value == "auto":
+        return Devices(None)
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                 for v in value):
+        if len(set(value)) != len(value):
+            raise CheckError(f"devices repeat: {value}")
+        return Devices(tuple(value))
+    raise CheckError(f'expected "auto" or a non-empty list of device indices such as [0, 1], got {value!r}')
+
+
+converter.register_structure_hook(Devices, _devices)
+converter.register_unstructure_hook(Devices, lambda d: "auto" if d.indices is None else list(d.indices))
+
+
 def _label_check(value: str) -> None:
     if not LABEL.match(value) or len(value) > 64:
         raise CheckError(f"must be 1-64 characters of letters, digits, '_', '.', '+' or '-' (it names "
@@ -74,6 +99,11 @@ class StudySection:
                              "give mean ± std over seeds.", check=_seeds_check, factory=True)
     jobs: int = field(1, "Arms trained and evaluated at once (--jobs overrides). On a CPU each job "
                       "uses the recipe's runtime.threads.", check=at_least(1))
+    devices: "Devices" = field(lambda: Devices(None), "GPUs the running arms get, one each (per_device "
+                               "arms each when set), as CUDA_VISIBLE_DEVICES: 'auto' (every CUDA device "
+                               "the study sees; none on a CPU machine, where runs start as before) or a "
+                               "list of device indices, e.g. [0, 1].", factory=True)
+    per_device: int = field(1, "Arms that share one device at a time (with devices).", check=at_least(1))
 
 
 @attrs.frozen
@@ -161,6 +191,8 @@ class Study:
     jobs: int
     protocol: ProtocolSection
     arms: tuple[Arm, ...]
+    devices: tuple[int, ...] | None = None   # None: 'auto'
+    per_device: int = 1
 
     def run_name(self, label: str, seed: int) -> str:
         return f"{label}-s{seed}"
@@ -246,7 +278,8 @@ def load_study(path: str | Path, jobs: int | None = None) -> Study:
         raise RecipeError([f"$.study.name: must be 1-64 letters, digits, '_', '.', '+' or '-' (it names "
                            f"a directory), got {name!r}"])
     return Study(path=path, name=name, out_dir=base_dir / name, seeds=tuple(section.seeds),
-                 jobs=jobs or section.jobs, protocol=protocol, arms=tuple(arms))
+                 jobs=jobs or section.jobs, protocol=protocol, arms=tuple(arms),
+                 devices=section.devices.indices, per_device=section.per_device)
 
 
 def protocol_options(protocol: ProtocolSection) -> dict[str, Any]:

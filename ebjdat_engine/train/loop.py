@@ -13,6 +13,7 @@ event (`monitor.probe_n`) and the generation trace (`monitor.gen_every`).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,7 @@ class Trainer:
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
                   n_test=len(self.splits.test), placement=self.splits.placement,
                   data_source=self.splits.note or None, resumed_from=resumed_from, init_from=self.warm_start,
-                  run_dir=str(self.run_dir))
+                  run_dir=str(self.run_dir), **self._placement())
         if resumed_from is None:
             self.save_checkpoint("last")  # a healthy state to roll back to from the first step
         self._clock = (time.perf_counter(), self.step)
@@ -248,6 +249,13 @@ class Trainer:
                 if reason:
                     return self.stop(reason)
         return self.finish()
+
+    @staticmethod
+    def _placement() -> dict[str, Any]:
+        """Where the job was placed from outside, when it was: the GPUs a study (or the user)
+        made visible to it (``CUDA_VISIBLE_DEVICES``; `device` above is then cuda:0 of these)."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return {"visible_devices": visible} if visible is not None else {}
 
     def method_check(self) -> None:
         """The method's own periodic decision (DAT's AUC curriculum), the same on every rank."""
