@@ -21,7 +21,7 @@ from aa_crosscheck import BadInput, checkpoint_file, read_study
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", type=Path, help="study directory (holds results.json)")
+    parser.add_argument("study", type=Path, help="study directory (holds the study's results)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     try:

@@ -42,6 +42,10 @@ RESULTS_MD = "results.md"
 STUDY_LOCK_FILE = "study.lock"
 STUDY_RUNS_DIR = "runs"
 STUDY_LOGS_DIR = "logs"
+#: submitit's folder of a study run on SLURM (its pickles and the jobs' own stdout / stderr)
+STUDY_SLURM_DIR = "slurm"
+#: a run's study record (what a SLURM job of `ebjdat study` measured), written by the job
+STUDY_RECORD_FILE = "study_record.json"
 
 
 class RunDir:
@@ -109,6 +113,11 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD_DIR
+
+    @property
+    def study_record(self) -> Path:
+        """The record a SLURM job of a study leaves for the study command to collect."""
+        return self.path / STUDY_RECORD_FILE
 
     # checkpoints
     def checkpoint(self, kind: str) -> Path:
@@ -181,6 +190,10 @@ class StudyDir:
     @property
     def logs(self) -> Path:
         return self.path / STUDY_LOGS_DIR
+
+    @property
+    def slurm(self) -> Path:
+        return self.path / STUDY_SLURM_DIR
 
     def run(self, name: str) -> RunDir:
         """The run directory `runs/<name>`."""

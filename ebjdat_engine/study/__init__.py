@@ -71,16 +71,33 @@ class _StudyLock:
             self.fd = None
 
 
-def run_study(study: Study, command: Sequence[str], listener: "Listener | None" = None) -> int:
+def run_study(study: Study, command: Sequence[str], listener: "Listener | None" = None, *,
+              executor: str | None = None, detach: bool = False) -> int:
     """Run (or continue) a study; write the study's results (json and markdown) after every stage and the
     figures at the end. `command` is the `ebjdat` command line each run is started with (the
-    front end passes its own). Returns the exit code (see StudyRunner.run)."""
+    front end passes its own). `executor` ('local' or 'slurm') overrides `[executor] kind`;
+    `detach` (slurm only) submits and returns. Returns the exit code (see StudyRunner.run)."""
     from . import results
     from .runner import Listener, StudyRunner
 
+    kind = executor or study.executor.kind
     with _StudyLock(study.out_dir):
         started = time.time()
         before = results.previous_wall(StudyDir(study.out_dir).results)
+        if kind == "slurm":
+            from .slurm import SlurmStudy
+
+            slurm = SlurmStudy(study, command, listener or Listener())
+            slurm.runner.write_results = lambda s, tasks, state: results.write(
+                s, tasks, state, before + time.time() - started)
+            code = slurm.run(detach=detach)
+            state = "running" if detach and code == 0 and any(
+                t.record.get("state") != "done" for t in slurm.tasks) else _final_state(code)
+            doc = results.write(study, slurm.tasks, state, before + time.time() - started,
+                                figures=state != "running")
+            if slurm.listener is not None:
+                slurm.listener.message(f"results: {StudyDir(study.out_dir).results_md} ({doc['state']})")
+            return code
         runner = StudyRunner(study, tuple(command), listener or Listener())
         runner.write_results = lambda s, tasks, state: results.write(s, tasks, state, before + time.time() - started)
         code = runner.run()

@@ -258,6 +258,17 @@ class StudyRunner:
         if first:
             self.listener.message("stopping: the running jobs checkpoint and stop; run the study again to resume")
 
+    def wait_children(self, timeout: float) -> None:
+        """Wait (up to `timeout` s in all) for the running children to exit, e.g. after `stop`."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            children = list(self._children)
+        for proc in children:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
     @property
     def stopping(self) -> bool:
         return self._stop_signal is not None

@@ -78,6 +78,12 @@ def _overrides_check(values: list[str]) -> None:
             raise CheckError(f"item {i}: expected \"section.key=value\" as for --set, got {text!r}")
 
 
+def _overrides_free_check(values: list[str]) -> None:
+    for i, text in enumerate(values):
+        if "=" not in text or not text.split("=", 1)[0].strip():
+            raise CheckError(f"item {i}: expected \"key=value\" (an sbatch option without its --), got {text!r}")
+
+
 def _seeds_check(values: list[int]) -> None:
     if not values:
         raise CheckError("give at least one seed, e.g. [0]")
@@ -193,9 +199,29 @@ class Study:
     arms: tuple[Arm, ...]
     devices: tuple[int, ...] | None = None   # None: 'auto'
     per_device: int = 1
+    executor: "ExecutorSection" = attrs.field(factory=lambda: ExecutorSection())
 
     def run_name(self, label: str, seed: int) -> str:
         return f"{label}-s{seed}"
+
+
+@attrs.frozen
+class ExecutorSection:
+    """[executor]: where the runs go. 'local': child processes of `ebjdat study` (the default);
+    'slurm': one SLURM job array through submitit (`--executor slurm` overrides `kind`)."""
+
+    kind: str = field("local", "'local' (child processes, `jobs` at a time) or 'slurm' (a job array "
+                      "through submitit; needs the `slurm` extra).", check=one_of("local", "slurm"))
+    partition: str = field("", "SLURM partition (empty: the cluster's default).")
+    time_min: int = field(60, "Time limit of each run's job, minutes (training and evaluation).",
+                          check=at_least(1))
+    gpus_per_run: int = field(0, "GPUs of each run's job (0: a CPU job).", check=at_least(0))
+    cpus_per_run: int = field(1, "CPUs of each run's job.", check=at_least(1))
+    mem_gb: float = field(0.0, "Memory of each run's job, GB (0: the partition's default).", check=at_least(0))
+    array_parallelism: int = field(256, "Array tasks that may run at once.", check=at_least(1))
+    sbatch: list[str] = field(list, "Extra sbatch options as \"key=value\" (e.g. \"account=lab\", "
+                              "\"qos=high\"), passed through submitit.", check=_overrides_free_check,
+                              factory=True)
 
 
 def _structure(raw: Any, cls: type, path: str) -> tuple[Any, list[str]]:
@@ -220,13 +246,16 @@ def load_study(path: str | Path, jobs: int | None = None) -> Study:
         raise RecipeError([f"{path}: not valid TOML: {e}"]) from None
 
     errors: list[str] = []
-    known = ("study", "protocol", "arm")
+    known = ("study", "protocol", "arm", "executor")
     for key in raw:
         if key not in known:
-            errors.append(f"$.{key}: unknown key (a study has [study], [protocol] and [[arm]] tables)")
+            errors.append(f"$.{key}: unknown key (a study has [study], [protocol], [[arm]] and [executor] "
+                          f"tables)")
     section, errs = _structure(raw.get("study", {}), StudySection, "$.study")
     errors += errs
     protocol, errs = _structure(raw.get("protocol", {}), ProtocolSection, "$.protocol")
+    errors += errs
+    executor, errs = _structure(raw.get("executor", {}), ExecutorSection, "$.executor")
     errors += errs
     arms_raw = raw.get("arm", [])
     if not isinstance(arms_raw, list) or not arms_raw:
@@ -279,7 +308,7 @@ def load_study(path: str | Path, jobs: int | None = None) -> Study:
                            f"a directory), got {name!r}"])
     return Study(path=path, name=name, out_dir=base_dir / name, seeds=tuple(section.seeds),
                  jobs=jobs or section.jobs, protocol=protocol, arms=tuple(arms),
-                 devices=section.devices.indices, per_device=section.per_device)
+                 devices=section.devices.indices, per_device=section.per_device, executor=executor)
 
 
 def protocol_options(protocol: ProtocolSection) -> dict[str, Any]:

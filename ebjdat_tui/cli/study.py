@@ -17,6 +17,12 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
           jobs: Optional[int] = typer.Option(None, "--jobs",
                                              help="Runs trained and evaluated at once (default: the study's jobs)."),
           plain: bool = typer.Option(False, "--plain", help="Plain progress lines even on a terminal."),
+          executor: Optional[str] = typer.Option(None, "--executor",
+                                                 help="'local' (child processes) or 'slurm' (one job array "
+                                                      "through submitit); default: the study's [executor] kind."),
+          detach: bool = typer.Option(False, "--detach",
+                                      help="With --executor slurm: submit and return; the same command "
+                                           "later collects what finished and submits only what is missing."),
           check: bool = typer.Option(False, "--check",
                                      help="Validate the study (every arm x seed) and print its plan; "
                                           "run nothing.")) -> None:
@@ -34,6 +40,8 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
 
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs}: give at least 1")
+    if executor is not None and executor not in ("local", "slurm"):
+        raise UserError(f"--executor {executor}: give 'local' or 'slurm'")
     with recipe_errors(str(study_file), "study"):
         loaded = load_study(study_file, jobs)
     if check:
@@ -45,7 +53,10 @@ def study(study_file: Path = typer.Argument(..., help="Study file (TOML: \\[stud
         return
     listener = make_study_progress(True if plain else None)
     try:
-        code = run_study(loaded, EBJDAT_COMMAND, listener)
+        kind = executor or loaded.executor.kind
+        if detach and kind != "slurm":
+            raise UserError("--detach needs the slurm executor (--executor slurm, or [executor] kind = \"slurm\")")
+        code = run_study(loaded, EBJDAT_COMMAND, listener, executor=kind, detach=detach)
     except UserError:  # the study cannot run (its directory is locked by another study, ...)
         listener.close()  # the display ends before the message
         raise
