@@ -244,9 +244,9 @@ class SlurmStudy:
                     self.listener.state(task, "done")
                 else:
                     log = StudyDir(self.study.out_dir).slurm / job
-                    task.record.update(state="failed", error=(record or {}).get("error") or
-                                       f"SLURM job {job} left the queue without a result (cancelled, killed or "
-                                       f"failed); see {log}_*_log.err and {task.log}")
+                    why = (record or {}).get("error") or "cancelled, killed or failed"
+                    task.record.update(state="failed", error=f"SLURM job {job} left the queue without a result "
+                                       f"({why}); see {log}_*_log.err and {task.log}")
                     self.listener.state(task, "failed", task.record["error"])
             self.runner.tasks = self.tasks
             self.runner._save("running")
