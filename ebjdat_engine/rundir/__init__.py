@@ -11,12 +11,13 @@ and the TUI (readers and occasional writers of evaluations and samples):
                  (and a study's names: `RESULTS_FILE`, `STUDY_LOCK_FILE`, ...);
 * `events`     — the event log: the writer, the tolerant reader, the incremental tail;
 * `checkpoint` — atomic checkpoint writes and checked loads (imports torch: not re-exported here);
-* `control`    — stop / checkpoint / eval requests from a front end, and signals.
+* `control`    — stop / checkpoint / eval requests from a front end, and signals;
+* `scheduler`  — the SLURM job a run runs in (`slurm_info`), recorded in meta and the start event.
 
 Importing this package does not import torch (the TUI relies on that).
 """
 
-from . import control, events
+from . import control, events, scheduler
 from .dirs import (
     RESULTS_FILE,
     RESULTS_MD,
@@ -63,4 +64,4 @@ __all__ = ["BEST", "BEST_CHECKPOINT", "CHECKPOINT_DIR", "CONTROL_DIR", "EVAL_DIR
            "RESULTS_FILE", "RESULTS_MD", "RUN_MARKERS", "SAMPLES_DIR", "STDOUT_LOG", "STUDY_LOCK_FILE",
            "STUDY_LOGS_DIR", "STUDY_RUNS_DIR", "SUBDIRS", "TENSORBOARD_DIR", "EventTail", "RunDir", "RunDirError",
            "RunLock", "StudyDir", "collect_meta", "control", "create_run_dir", "default_name", "events", "is_run_dir",
-           "read_meta", "remove_dead_temp_files", "write_meta", "write_text_atomic"]
+           "read_meta", "remove_dead_temp_files", "scheduler", "write_meta", "write_text_atomic"]

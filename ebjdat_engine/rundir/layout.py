@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .scheduler import slurm_info
 
 # --- every file name of a run directory (nothing outside rundir/ spells one) -------------------
 RECIPE_FILE = "recipe.toml"
@@ -194,7 +195,10 @@ def git_sha() -> str | None:
 
 
 def collect_meta(device: str) -> dict[str, Any]:
-    """Versions, device and host: what a reader needs to trust or reproduce the numbers."""
+    """Versions, device and host: what a reader needs to trust or reproduce the numbers.
+
+    Under SLURM also `slurm`: the job, array task, node, partition and restart count
+    (`scheduler.slurm_info`)."""
     import torch
 
     from .._version import __version__
@@ -213,6 +217,9 @@ def collect_meta(device: str) -> dict[str, Any]:
         "argv": sys.argv,
         "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+    slurm = slurm_info()
+    if slurm is not None:  # only under SLURM: other runs' meta keeps its keys
+        meta["slurm"] = slurm
     return meta
 
 

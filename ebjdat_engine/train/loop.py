@@ -33,6 +33,7 @@ from ..recipe import Recipe, to_toml
 from ..rundir import RunDir, control
 from ..rundir.checkpoint import rng_state, set_rng_state
 from ..rundir.events import EventWriter
+from ..rundir.scheduler import slurm_info
 from . import distributed
 from .checkpointing import Checkpointer
 from .ema import WeightEMA
@@ -199,6 +200,13 @@ class Trainer:
             self._stop.settle()  # the record is being closed: a late second Ctrl-C must not tear it
         return self.events.emit(type, self.step, self.epoch, **fields)
 
+    @staticmethod
+    def _where() -> dict[str, Any]:
+        """The `start` event's `slurm` field under SLURM (which job, task, node, restart), else
+        nothing: outside SLURM the event keeps exactly its keys."""
+        slurm = slurm_info()
+        return {"slurm": slurm} if slurm is not None else {}
+
     def fit(self, stop: control.StopFlag, resumed_from: int | None = None) -> str:
         """Train until the end, a stop request, a collapse or an exception; returns the status."""
         train = self.recipe.train
@@ -212,7 +220,7 @@ class Trainer:
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
                   n_test=len(self.splits.test), placement=self.splits.placement,
                   data_source=self.splits.note or None, resumed_from=resumed_from, init_from=self.warm_start,
-                  run_dir=str(self.run_dir), **self._placement())
+                  run_dir=str(self.run_dir), **self._placement(), **self._where())
         if resumed_from is None:
             self.save_checkpoint("last")  # a healthy state to roll back to from the first step
         self._clock = (time.perf_counter(), self.step)
