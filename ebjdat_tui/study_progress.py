@@ -44,7 +44,7 @@ class PlainStudyProgress(Listener):
         self.tasks, self.total = list(tasks), len(tasks)
         trained = sum(1 for t in tasks if t.action == "trained")
         self._print(f"study {study.name}: {len(study.arms)} arms x {len(study.seeds)} seeds = {len(tasks)} runs, "
-                    f"{study.jobs} at a time; {trained} already trained -> {study.out_dir}")
+                    f"{_pace(study)}; {trained} already trained -> {study.out_dir}")
 
     def state(self, task, state, detail="") -> None:
         extra = _metrics_text(task.record) if state == "done" else detail
@@ -80,7 +80,7 @@ class RichStudyProgress(Listener):
     def plan(self, study, tasks) -> None:
         self.tasks = list(tasks)
         self.progress.start()
-        self.overall = self.progress.add_task(f"[bold]{study.name}", total=len(tasks), info=f"{study.jobs} at a time")
+        self.overall = self.progress.add_task(f"[bold]{study.name}", total=len(tasks), info=_pace(study))
 
     def _k(self, task: RunTask) -> str:
         return f"{self.tasks.index(task) + 1}/{len(self.tasks)}"
@@ -123,3 +123,9 @@ def make_study_progress(plain: bool | None = None) -> Listener:
         plain = not sys.stdout.isatty()
     return PlainStudyProgress() if plain else RichStudyProgress()
 
+
+def _pace(study) -> str:
+    """How the study's runs go: `jobs` at a time here, or as one SLURM job array."""
+    if getattr(getattr(study, "executor", None), "kind", "local") == "slurm":
+        return "as one SLURM job array"
+    return f"{study.jobs} at a time"

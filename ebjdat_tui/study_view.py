@@ -26,7 +26,7 @@ STATE_STYLE = {
     "pending": "dim", "training": "green", "running": "green", "evaluating": "green",
     "done": "cyan", "finished": "cyan", "stopped": "yellow",
     "failed": "red", "collapsed": "red", "crashed": "red", "died": "red", "unreadable": "red",
-    "waiting": "yellow",
+    "waiting": "yellow", "requeued": "yellow",
 }
 
 #: a training run's own status (from its run directory) that says more than "training"
@@ -269,6 +269,10 @@ def run_row(study_dir: Path, label: str, run: dict[str, Any], summaries: Summary
         line += f" · {num(m.get('train_s')):.0f} s"
     if num(m.get("images_per_s")) is not None:
         line += f" · {num(m.get('images_per_s')):.0f} img/s"
+    if run.get("slurm_job"):  # `--executor slurm`: the job this run is (or was) in
+        line += f" · SLURM job {run['slurm_job']}" + (f" on {run['node']}" if run.get("node") else "")
+    if run.get("device"):
+        line += f" · {run['device']}"
     detail.append(line)
     error = run.get("error")
     if error:

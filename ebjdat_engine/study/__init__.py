@@ -81,6 +81,10 @@ def run_study(study: Study, command: Sequence[str], listener: "Listener | None" 
     from .runner import Listener, StudyRunner
 
     kind = executor or study.executor.kind
+    if kind != study.executor.kind:  # --executor: what the study reports is what runs
+        import attrs
+
+        study = attrs.evolve(study, executor=attrs.evolve(study.executor, kind=kind))
     with _StudyLock(study.out_dir):
         started = time.time()
         before = results.previous_wall(StudyDir(study.out_dir).results)
