@@ -13,7 +13,7 @@ from conftest import TINY_RECIPE
 
 from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.study import load_study, run_study
-from ebjdat_engine.study.devices import DevicePool, resolve_devices
+from ebjdat_engine.study.devices import DevicePool, resolve_devices, visible_device
 from ebjdat_engine.study.runner import StudyRunner
 
 STUDY = """
@@ -81,6 +81,12 @@ def test_auto_takes_every_visible_gpu_and_none_on_a_cpu_machine():
     assert resolve_devices(None, count=lambda: 2) == (0, 1)
     assert resolve_devices(None, count=lambda: 0) == ()
     assert resolve_devices((3, 1), count=lambda: 0) == (3, 1)      # a list is used as given
+
+
+def test_indices_count_the_devices_the_study_sees():
+    assert visible_device(0, None) == "0" and visible_device(1, "") == "1"
+    assert visible_device(0, "2,3") == "2" and visible_device(1, "2, 3") == "3"   # a restricted study
+    assert visible_device(0, "GPU-5f2a") == "GPU-5f2a"                           # UUIDs pass through
 
 
 def test_a_cpu_study_starts_its_children_as_before(tmp_path: Path):

@@ -3,7 +3,8 @@
 A study runs its arm × seed runs as child processes, `jobs` at a time. On a machine with several
 GPUs every child would otherwise open the same default device; the pool hands each running arm a
 device of its own (or `per_device` arms per device), passed to the child as
-``CUDA_VISIBLE_DEVICES=<index>``, so inside the child that GPU is ``cuda:0``. The child's
+``CUDA_VISIBLE_DEVICES``, so inside the child that GPU is ``cuda:0``. Indices count the devices
+the study process sees (under ``CUDA_VISIBLE_DEVICES=2,3`` index 0 is device 2). The child's
 training and its evaluations use the same device. A run waits for a free slot, so at most
 ``len(devices) * per_device`` arms run at once whatever `jobs` says.
 
@@ -26,6 +27,14 @@ def cuda_device_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # a broken driver reads as no GPU: the study then runs as on a CPU
         return 0
+
+
+def visible_device(index: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value that shows a child the study's device `index`: indices count
+    the devices the study itself sees, so under a study started with CUDA_VISIBLE_DEVICES=2,3 (or
+    inside a SLURM allocation) index 0 is device "2", not the machine's device 0."""
+    ids = [v.strip() for v in (visible or "").split(",") if v.strip()]
+    return ids[index] if index < len(ids) else str(index)
 
 
 def resolve_devices(spec: Sequence[int] | None, count: Callable[[], int] = cuda_device_count) -> tuple[int, ...]:
@@ -67,4 +76,4 @@ class DevicePool:
             self._free.notify_all()
 
 
-__all__ = ["DevicePool", "cuda_device_count", "resolve_devices"]
+__all__ = ["DevicePool", "cuda_device_count", "resolve_devices", "visible_device"]

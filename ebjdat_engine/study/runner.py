@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..recipe import from_toml_text
 from ..recipe.load import RecipeError
 from ..rundir import LAST, EventTail, RunDir, StudyDir
-from .devices import DevicePool, cuda_device_count, resolve_devices
+from .devices import DevicePool, cuda_device_count, resolve_devices, visible_device
 from .schema import Arm, Study, protocol_options
 from .table import eval_results, row_of, training_stats
 
@@ -208,7 +208,7 @@ class StudyRunner:
         err.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if device is not None:  # the arm's own GPU (devices.py): cuda:0 inside the child
-            env["CUDA_VISIBLE_DEVICES"] = str(device)
+            env["CUDA_VISIBLE_DEVICES"] = visible_device(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
         proc = subprocess.Popen([*self.command, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         err.close()

@@ -64,7 +64,10 @@ class StudyTask:
         self._runner: StudyRunner | None = None
 
     def __call__(self, study_file: str, label: str, seed: int, command: Sequence[str]) -> dict[str, Any]:
-        study = load_study(study_file)
+        import attrs
+
+        # SLURM placed this task on its GPUs already (CUDA_VISIBLE_DEVICES): hand out none
+        study = attrs.evolve(load_study(study_file), devices=())
         self._runner = runner = StudyRunner(study, tuple(command))
         task = next(t for t in runner.plan({}) if t.arm.label == label and t.seed == seed)
         try:
