@@ -123,19 +123,26 @@ def test_a_study_through_a_job_array_gives_the_local_numbers_and_records_its_job
 
 def test_a_requeued_task_resumes_and_ends_with_the_uninterrupted_loss(tmp_path: Path):
     arm = '\n[[arm]]\nlabel = "pgd_at"\nset = ["method.name=pgd_at"]\n'
-    steps = '"train.max_steps=300", "train.epochs=100"'
+    steps = '"train.max_steps=200", "train.epochs=100"'
     path = write(tmp_path, "rq", steps=steps, arms=arm)
     proc = ebjdat("study", str(path), "--detach", "--plain", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job = results(tmp_path, "rq")["arms"][0]["runs"][0]["slurm_job"]
     run_dir = tmp_path / "rq" / "runs" / "pgd_at-s0"
-    wait_until(lambda: any(e["type"] == "metrics" and e["step"] >= 40 for e in read_events(run_dir)))
+    wait_until(lambda: any(e["type"] == "metrics" and e["step"] >= 30 for e in read_events(run_dir)))
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
     wait_until(lambda: any(e["type"] == "end" for e in read_events(run_dir)))
     ends = [e for e in read_events(run_dir) if e["type"] == "end"]
     assert ends[0]["status"] == "stopped", ends
-    # SLURM holds a requeued job a while (BeginTime); start it now
-    subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], timeout=30)
+    # SLURM holds a requeued job about 2 minutes (BeginTime); once it is pending again, start it now
+    def released() -> bool:
+        state = subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+        if state != "PENDING":
+            return state == "RUNNING"
+        return subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], capture_output=True,
+                              timeout=30).returncode == 0
+    wait_until(released, timeout=150)
     proc = ebjdat("study", str(path), "--plain", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     events = read_events(run_dir)
