@@ -107,7 +107,8 @@ def test_control_stop_file_stops_gracefully(tiny_recipe):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_ends_stopped(tiny_recipe, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])  # USR2: a scheduler's warning
+def test_sigterm_checkpoints_and_ends_stopped(tiny_recipe, tmp_path, signum):
     out = tmp_path / "sig"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ebjdat_tui.cli", "run", str(tiny_recipe), "--run-dir", str(out),
@@ -116,9 +117,9 @@ def test_sigterm_checkpoints_and_ends_stopped(tiny_recipe, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not any(e["type"] == "metrics" for e in read_events(out)):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert proc.returncode == 128 + signum, stderr
     events = read_events(out)
     assert events[-1]["type"] == "end" and events[-1]["status"] == "stopped"
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")

@@ -1,7 +1,9 @@
 """Stopping a job gracefully: signals and requests written into `run_dir/control/`.
 
-SIGINT / SIGTERM and a `control/stop` file all mean the same: finish the current step, write a
-checkpoint, end with status "stopped". A `control/checkpoint` file asks for a checkpoint now and
+SIGINT / SIGTERM, the schedulers' warning signals SIGUSR1 / SIGUSR2 (SLURM's `--signal`,
+submitit's time-limit warning: SLURM sends them to every process of the job, and their default
+action would kill the run on the spot) and a `control/stop` file all mean the same: finish the
+current step, write a checkpoint, end with status "stopped". A `control/checkpoint` file asks for a checkpoint now and
 `control/eval` for an evaluation now. Handled requests are moved to `control/handled/`, so a
 front end can see they were taken.
 """
@@ -13,10 +15,12 @@ import time
 from pathlib import Path
 
 REQUESTS = ("stop", "checkpoint", "eval")
+#: the signals that stop a run gracefully
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; a second SIGINT interrupts at once (KeyboardInterrupt), unless the
+    """Set by SIGINT/SIGTERM/SIGUSR1/SIGUSR2; a second SIGINT interrupts at once (KeyboardInterrupt), unless the
     job has `settle`d: once its stop (checkpoint, then the `end` event) is underway or its end
     is written, a second Ctrl-C would only tear that apart, so it is counted and ignored."""
 
@@ -27,7 +31,7 @@ class StopFlag:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: signals stay with the caller
