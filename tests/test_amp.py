@@ -74,7 +74,7 @@ def test_auto_off_means_no_autocast(monkeypatch, tiny_recipe):
 def test_explicit_bf16_on_an_emulating_cpu_warns_once_per_run(monkeypatch, tiny_recipe, capsys):
     _cpu(monkeypatch, False, False)
     cfg = resolve(tiny_recipe, ['runtime.amp="bf16"']).runtime
-    assert "8x" in amp_warning(cfg, CPU) and "runtime.amp" in amp_warning(cfg, CPU)
+    assert "slower than fp32" in amp_warning(cfg, CPU) and "runtime.amp" in amp_warning(cfg, CPU)
     assert amp_warning(resolve(tiny_recipe, ['runtime.amp="auto"']).runtime, CPU) is None
     assert amp_warning(resolve(tiny_recipe, ['runtime.amp="off"']).runtime, CPU) is None
     _cpu(monkeypatch, True, False)

@@ -59,9 +59,10 @@ def configure(cfg: RuntimeConfig) -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-#: What bf16 autocast cost on a CPU without native bf16 (oneDNN limited to AVX2 on a Sapphire
-#: Rapids core, torch 2.14): a small conv net's forward+backward at batch 4 took ~8x its fp32 time.
-EMULATED_BF16_SLOWDOWN = "~8x"
+#: What bf16 autocast cost on a CPU without native bf16, measured with oneDNN and ATen held to
+#: AVX2 on a Sapphire Rapids core (torch 2.14, 2 threads), forward + backward at batch 4 against
+#: fp32: a 6-layer conv net ~8x, WRN-16-2 ~10x, WRN-28-10 ~39x (0.9 s -> 34 s).
+EMULATED_BF16_SLOWDOWN = "10-40x (WRN-28-10 at batch 4: ~39x)"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -101,7 +102,7 @@ def amp_warning(cfg: RuntimeConfig, device: torch.device) -> str | None:
     if amp_of(cfg, device) != "bf16" or device.type != "cpu" or cpu_has_native_bf16():
         return None
     return ("warning: runtime.amp = \"bf16\" on a CPU without native bf16 (no AVX512-BF16/AMX): "
-            f"autocast is emulated, about {EMULATED_BF16_SLOWDOWN} slower than fp32 here; "
+            f"autocast is emulated, {EMULATED_BF16_SLOWDOWN} slower than fp32; "
             "use runtime.amp = \"auto\" or \"off\" on this machine")
 
 
