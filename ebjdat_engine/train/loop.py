@@ -39,7 +39,7 @@ from .checkpointing import Checkpointer
 from .ema import WeightEMA
 from .metrics_window import MetricsWindow
 from .optim import build_optimizer, build_schedule, lr_factor
-from .runtime import autocast, grad_scaler
+from .runtime import amp_of, autocast, grad_scaler, warn_amp
 from .training_eval import TrainingEval
 
 CHECKPOINT_FORMAT = 1
@@ -106,6 +106,10 @@ class Trainer:
         # SAM shares its base optimizer's param_groups; the schedule watches the base's steps
         base_optimizer = getattr(self.optimizer, "base_optimizer", self.optimizer)
         self.schedule = build_schedule(recipe.optim, base_optimizer, self.steps_per_epoch)
+        # runtime.amp resolved once for this run ('auto' -> 'bf16' or 'off'); recorded in `start`
+        self.amp = amp_of(recipe.runtime, device)
+        if dist.is_main:
+            warn_amp(recipe.runtime, device)  # explicit bf16 on a CPU that emulates it
         self.scaler = grad_scaler(recipe.runtime, device)
         # train.ema: an averaged copy of the weights, what evaluation sees (DAT's EMA)
         self.ema = WeightEMA(model, train.ema) if train.ema > 0 else None
@@ -215,7 +219,7 @@ class Trainer:
                   epochs=self.recipe.train.epochs, batch_size=train.batch_size,
                   method=self.method.name, profile=self.recipe.method.profile,
                   populations=list(self.method.populations), labels=dict(self.method.labels),
-                  weights=dict(self.method.weights), device=str(self.device),
+                  weights=dict(self.method.weights), device=str(self.device), amp=self.amp,
                   n_train=len(self.splits.train),
                   n_valid=len(self.splits.valid) if self.splits.valid is not None else 0,
                   n_test=len(self.splits.test), placement=self.splits.placement,
