@@ -455,7 +455,7 @@ class RuntimeConfig:
 
     device: str = field("auto", "'auto' (cuda when present, else cpu), 'cpu', 'cuda' or 'cuda:N'.",
                         check=_device_check)
-    amp: str = field("bf16", "Autocast of the network: 'auto' (bf16 where the device computes bf16 "
+    amp: str = field("auto", "Autocast of the network: 'auto' (bf16 where the device computes bf16 "
                      "natively: a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX; else off), 'bf16', "
                      "'fp16' (with a GradScaler) or 'off'. Explicit 'bf16' on a CPU without native "
                      "bf16 is honoured with a warning (emulated: 10-40x slower than fp32, WRN-28-10 ~39x).",
