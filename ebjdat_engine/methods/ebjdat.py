@@ -94,12 +94,7 @@ class EBJDAT(JEMFamily):
         return Samples(x_q=x_q, x_adv=x_adv)
 
     def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
-        # h1: the p(x) term, contrastive divergence of the data x_p against the sampler's x_q
-        f_p, f_q = free_energy(model(batch.x_px)), free_energy(model(samples.x_q))
-        fp, fq = f_p.mean(), f_q.mean()
-        terms = {"h1_px": -(fp - fq)}
-        if self.with_l2(second_pass):
-            terms["h1_l2"] = fp ** 2 + fq ** 2
+        terms, f_p, f_q, fp = self.h1(model, batch, samples.x_q, second_pass)   # h1: p(x), as the base
         # ce: the classifier on the clean labelled batch
         logits, terms["ce"], acc = clean_forward(model, batch)
         # h2: the energy of x̃ against the data's

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..models import free_energy
@@ -53,17 +54,21 @@ class JEMFamily(Method):
     def draw(self, model: nn.Module, batch: Batch) -> Samples:
         return Samples(x_q=self.sampler(model, batch.x_px.shape[0]))
 
-    def with_l2(self, second_pass: bool) -> bool:
-        """Whether this pass computes the λ stabiliser h1_l2 (module docstring)."""
-        return "h1_l2" in self.weights and (self.l2_in_second_pass or not second_pass)
-
-    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
-        # h1: the p(x) term, contrastive divergence of the data x_p against the sampler's x_q
-        f_p, f_q = free_energy(model(batch.x_px)), free_energy(model(samples.x_q))
+    def h1(self, model: nn.Module, batch: Batch, x_q: torch.Tensor,
+           second_pass: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h1, the p(x) term: contrastive divergence of the data x_p against the sampler's x_q,
+        h1_px = -(mean f(x_p) - mean f(x_q)), and the λ stabiliser h1_l2 when this pass has it
+        (module docstring). Returns (terms, f(x_p), f(x_q), mean f(x_p)); the means are formed once,
+        so every term that uses them shares them in the graph (the gradients' rounding depends on it)."""
+        f_p, f_q = free_energy(model(batch.x_px)), free_energy(model(x_q))
         fp, fq = f_p.mean(), f_q.mean()
         terms = {"h1_px": -(fp - fq)}
-        if self.with_l2(second_pass):
+        if "h1_l2" in self.weights and (self.l2_in_second_pass or not second_pass):
             terms["h1_l2"] = fp ** 2 + fq ** 2
+        return terms, f_p, f_q, fp
+
+    def terms(self, model: nn.Module, batch: Batch, samples: Samples, second_pass: bool = False) -> StepOutput:
+        terms, f_p, f_q, _ = self.h1(model, batch, samples.x_q, second_pass)
         logits, terms["ce"], acc = clean_forward(model, batch)
         return StepOutput(
             terms=terms,
