@@ -5,6 +5,7 @@ with its AUC curriculum. Tiny models on 8x8 images; the whole file runs in secon
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebjdat_engine.data import load_dataset
-from ebjdat_engine.models import build_model, energy
+from ebjdat_engine.models import build_model, energy, free_energy
 from ebjdat_engine.recipe.schema import DataConfig, ModelConfig
 from ebjdat_engine.samplers import (
     AucCurriculum,
@@ -145,7 +146,7 @@ def test_pyld_lowers_energy_stays_in_range_and_does_m_passes() -> None:
     heads, stems = CallCounter(model.head), CallCounter(model.stem)
     x = pyld(model, x0, n_steps=4, inner_steps=5, inner_step=0.2, grad_clamp=1.0, input_std=0.5)
     assert heads.calls == 4                 # M full forward/backward passes
-    assert stems.calls == 4 * (1 + 5)       # plus N stem-only inner steps per outer step
+    assert stems.calls == 4                 # and no stem-only pass: the inner steps reuse ∇_x H
     assert x.min() >= 0.0 and x.max() <= 1.0
     assert mean_energy(model, x) < mean_energy(model, x0) - 1e-2
     assert not x.requires_grad and x.dtype == torch.float32
@@ -166,6 +167,41 @@ def test_pyld_inner_steps_repeat_a_constant_step() -> None:
     five = pyld(model, x0, n_steps=1, inner_steps=5, inner_step=0.02, grad_clamp=1.0, input_std=0.5)
     one = pyld(model, x0, n_steps=1, inner_steps=1, inner_step=0.1, grad_clamp=1.0, input_std=0.5)
     torch.testing.assert_close(five, one, atol=1e-5, rtol=0)
+
+
+def literal_pyld(model, x0, *, n_steps, inner_steps, inner_step, grad_clamp, input_std):
+    """JEM++'s PYLD as its reference code writes it: the co-state p at the stem output, then N
+    stem forwards and backwards of H(x) = Σ stem(normalize(x)) ⊙ p, a clip after each."""
+    x = x0.detach().clone()
+    with frozen_params(model):
+        for _ in range(n_steps):
+            with torch.no_grad():
+                h = model.stem(model.normalize(x))
+            h = h.detach().requires_grad_(True)
+            (p,) = torch.autograd.grad(free_energy(model.forward_from_stem(h)).sum(), h)
+            for _ in range(inner_steps):
+                x = x.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad((model.stem(model.normalize(x)) * p).sum(), x)
+                g = (g * input_std).clamp(-grad_clamp, grad_clamp)
+                x = (x.detach() + input_std * inner_step * g).clamp_(0.0, 1.0)
+    return x.detach()
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_pyld_equals_the_literal_inner_loop(mode: str) -> None:
+    """One input gradient of the whole network per outer step gives the reference's trajectory:
+    the same samples as N stem forwards/backwards of H, with clips that bind (large η) and
+    BatchNorm in either mode (train mode: the running statistics move identically too)."""
+    torch.manual_seed(0)
+    model, x0 = tiny_model(norm="batch"), images(16)
+    twin = copy.deepcopy(model)
+    model.train(mode == "train"), twin.train(mode == "train")
+    kw = dict(n_steps=3, inner_steps=4, inner_step=0.3, grad_clamp=1.0, input_std=0.5)
+    ours, theirs = pyld(model, x0, **kw), literal_pyld(twin, x0, **kw)
+    assert ((ours == 0) | (ours == 1)).float().mean() > 0.01        # the clip binds somewhere
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    for a, b in zip(model.buffers(), twin.buffers()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 # ----------------------------------------------------------------------------- frozen params, BN mode

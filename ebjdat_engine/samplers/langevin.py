@@ -89,14 +89,18 @@ def pyld(model: Classifier, x0: torch.Tensor, *, n_steps: int, inner_steps: int,
        (c = 0 turns the clamp off); clip is to the image range ([0, 1] pixels);
     3. optional Gaussian noise ``noise_std·N(0, I)`` in normalised units (JEM++: 0), then clip.
 
-    The stem is a single convolution, i.e. affine, so ``∇_x H`` does not depend on x: the N inner
-    steps repeat the same clamped step with an image clip after each. The literal inner loop is
-    kept anyway (it costs N stem convolutions, negligible beside the full pass) so the trajectory
-    matches the reference's clip-after-every-sub-step. JEM++'s optional full-gradient step
+    How it is computed. The stem is a single convolution and the normaliser is affine, so
+    ``∇_x H = J_stemᵀ p`` does not depend on x, and by the chain rule it *is* the input gradient
+    ``∂Σf/∂x`` of the outer step's full pass. So each outer step is one forward and one
+    input-gradient of the whole network at x (the co-state's pass, continued through the stem),
+    and the N inner steps are N elementwise clamp-step-clip updates with that one gradient: the
+    trajectory of the reference's literal inner loop (a clip after every sub-step), without its
+    N stem forwards and backwards (on the quickstart they were a fifth of an iteration's time;
+    `tests/test_samplers.py` checks the two agree). JEM++'s optional full-gradient step
     (``sgld_lr > 0``, off by default) is not implemented.
 
-    M forwards of the full network per call (``model.forward_from_stem``), no host sync. Returns
-    the final samples ``x_q``, detached fp32.
+    M forwards of the full network per call, no host sync. Returns the final samples ``x_q``,
+    detached fp32.
     """
     _check_common(n_steps, input_std)
     if inner_steps < 0:
@@ -104,22 +108,18 @@ def pyld(model: Classifier, x0: torch.Tensor, *, n_steps: int, inner_steps: int,
     x = x0.detach().to(torch.float32).clone()
     with frozen_params(model):
         for _ in range(n_steps):
-            # 1. co-state p = ∂Σf/∂h at the stem output (the stem itself needs no graph here).
-            with torch.no_grad(), autocast():
-                h = model.stem(model.normalize(x))
-            h = h.detach().requires_grad_(True)
-            with autocast():
-                logits = model.forward_from_stem(h)
-            p = input_grad(free_energy(logits).sum(), h).detach().float()
-            # 2. N inner steps on H(x) = Σ stem(normalize(x)) ⊙ p; ∇H is constant (affine stem).
-            for _ in range(inner_steps):
+            if inner_steps > 0:
+                # 1. + 2. ∇_{x_n} H = ∂Σf/∂x_n: the co-state's pass continued through the stem
                 x = fp32_leaf(x)
                 with autocast():
-                    hx = model.stem(model.normalize(x))
-                g = input_grad((hx.float() * p).sum(), x) * input_std  # ∇_{x_n} H
+                    logits = model(x)
+                g = input_grad(free_energy(logits).sum(), x) * input_std
                 if grad_clamp > 0:
                     g = g.clamp(-grad_clamp, grad_clamp)
-                x = (x.detach() + input_std * inner_step * g).clamp_(0.0, 1.0)
+                step = input_std * inner_step * g                 # Δx in pixels, the same each sub-step
+                x = x.detach()
+                for _ in range(inner_steps):
+                    x = (x + step).clamp_(0.0, 1.0)
             # 3. optional Langevin noise (JEM++ default 0: PYLD is deterministic).
             if noise_std > 0:
                 x = (x + input_std * noise_std * randn_like(x, generator)).clamp_(0.0, 1.0)
