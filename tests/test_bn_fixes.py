@@ -49,7 +49,16 @@ EBJDAT = ["method.name=ebjdat", "method.base=jem", "model.bn_momentum=0.9", "sam
           'adversary.objective="logit_cosine"']
 
 
-def test_ebjdat_ascent_normalises_with_the_clean_batch_statistics(tiny_recipe):
+@pytest.fixture
+def unfolded(monkeypatch):
+    """The attack loops run the model itself, not its folded view (models/fold.py), so that hooks on
+    its BatchNorms and forward see every pass; the view is the same function (test_folded_view)."""
+    import ebjdat_engine.samplers.common as common
+
+    monkeypatch.setattr(common, "folded_view", lambda model: model)
+
+
+def test_ebjdat_ascent_normalises_with_the_clean_batch_statistics(tiny_recipe, unfolded):
     model, method, batch = _setup(tiny_recipe, EBJDAT)
     method.sampler.buffer.buffer.fill_(1.0)   # generated batch: white images, far from the clean ones
     bn = _batch_norms(model)[0]
@@ -81,7 +90,7 @@ def test_ebjdat_ascent_normalises_with_the_clean_batch_statistics(tiny_recipe):
     (['model.norm="group"'], 1),
 ])
 def test_ebjdat_refreshes_bn_only_when_the_ascent_reads_running_statistics(tiny_recipe, overrides,
-                                                                           clean_forwards):
+                                                                           clean_forwards, unfolded):
     model, method, batch = _setup(tiny_recipe, EBJDAT + overrides)
     calls = []
     hook = model.register_forward_pre_hook(lambda m, inp: calls.append(torch.equal(inp[0], batch.x)))

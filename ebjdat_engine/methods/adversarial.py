@@ -22,7 +22,7 @@ from torch import nn
 
 from ..models.normalize import bn_stats_frozen
 from ..recipe import AdversaryConfig, MethodConfig
-from ..samplers import bn_mode, frozen_params, pgd, trades_attack
+from ..samplers import pgd, sampling_network, trades_attack
 from .base import Batch, Method, MethodContext, Samples, StepOutput, clean_forward, energies_of, loss_weights
 from .budgets import pixel_budget
 
@@ -43,8 +43,8 @@ class PGDAT(_Adversarial):
 
     def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
-        with bn_mode(model, a.bn_mode), frozen_params(model):
-            x_adv = pgd(model, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
+        with sampling_network(model, a.bn_mode) as net:
+            x_adv = pgd(net, batch.x, batch.y, norm=a.norm, eps=self.budget.eps,
                         step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
                         autocast=self.ctx.autocast)
         return Samples(x_adv=x_adv)
@@ -67,8 +67,8 @@ class TRADES(_Adversarial):
 
     def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
-        with bn_mode(model, a.bn_mode), frozen_params(model):
-            x_adv = trades_attack(model, batch.x, eps=self.budget.eps, step_size=self.budget.step_size,
+        with sampling_network(model, a.bn_mode) as net:
+            x_adv = trades_attack(net, batch.x, eps=self.budget.eps, step_size=self.budget.step_size,
                                   steps=a.steps, autocast=self.ctx.autocast)
         return Samples(x_adv=x_adv)
 

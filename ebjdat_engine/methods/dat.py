@@ -22,7 +22,7 @@ from torch import nn
 
 from ..models import free_energy
 from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig
-from ..samplers import AucCurriculum, bn_mode, frozen_params, generative_pgd, pgd
+from ..samplers import AucCurriculum, generative_pgd, pgd, sampling_network
 from .base import Batch, Method, MethodContext, Samples, StepOutput, clean_forward, energies_of, loss_weights
 from .budgets import pixel_budget
 
@@ -48,15 +48,15 @@ class DAT(Method):
 
     def draw(self, model: nn.Module, batch: Batch) -> Samples:
         a = self.adversary
-        with bn_mode(model, "eval"), frozen_params(model):
+        with sampling_network(model, "eval") as net:
             # out-of-distribution images (sampler.seed_folder) or uniform noise
             seeds = batch.x_seed if batch.x_seed is not None else torch.rand_like(batch.x)
-            x_neg = generative_pgd(model, seeds, batch.y, steps=self.curriculum.steps,
+            x_neg = generative_pgd(net, seeds, batch.y, steps=self.curriculum.steps,
                                    step_size=self.sampler_cfg.step_size, autocast=self.ctx.autocast)
         # the classifier stream: its own view of the batch under decoupled augmentation
         x_clf = batch.x_clf if batch.x_clf is not None else batch.x
-        with bn_mode(model, a.bn_mode), frozen_params(model):
-            x_adv = pgd(model, x_clf, batch.y, norm=a.norm, eps=self.budget.eps,
+        with sampling_network(model, a.bn_mode) as net:
+            x_adv = pgd(net, x_clf, batch.y, norm=a.norm, eps=self.budget.eps,
                         step_size=self.budget.step_size, steps=a.steps, random_start=a.random_start,
                         autocast=self.ctx.autocast)
         return Samples(x_adv=x_adv, x_neg=x_neg)

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..models import free_energy
 from ..recipe import AdversaryConfig, MethodConfig, SamplerConfig, resolved_h2, resolved_objective
-from ..samplers import bn_mode, ebjdat_ascent, frozen_params
+from ..samplers import ebjdat_ascent, frozen_params, sampling_network
 from .base import Batch, MethodContext, Samples, StepOutput, clean_forward
 from .budgets import pixel_budget
 from .jem import JEMFamily
@@ -85,8 +85,8 @@ class EBJDAT(JEMFamily):
             # eval-mode ascent normalises with (module docstring)
             with torch.no_grad(), frozen_params(model), self.ctx.autocast():
                 model(batch.x)
-        with bn_mode(model, self.adversary.bn_mode), frozen_params(model):   # the inner max
-            x_adv = ebjdat_ascent(model, batch.x, batch.y, eps=self.budget.eps,
+        with sampling_network(model, self.adversary.bn_mode) as net:         # the inner max
+            x_adv = ebjdat_ascent(net, batch.x, batch.y, eps=self.budget.eps,
                                   step_size=self.budget.step_size, steps=self.attack_steps,
                                   objective=self.objective, project=self.budget.project,
                                   random_start=self.adversary.random_start, noise=self.adversary.noise,

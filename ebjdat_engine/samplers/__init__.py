@@ -24,7 +24,7 @@ from .adversarial import (
     trades_kl,
 )
 from .buffer import ClassGaussians, ReplayBuffer
-from .common import AutocastFactory, bn_mode, frozen_params, input_grad, l2_normalize
+from .common import AutocastFactory, bn_mode, frozen_params, input_grad, l2_normalize, sampling_network
 from .dat_negatives import AucCurriculum, generative_pgd, pairwise_auc
 from .langevin import pyld, sgld
 from .px import ALGORITHM, PxSampler
@@ -43,6 +43,7 @@ __all__ = [
     "generative_pgd",
     "input_grad",
     "l2_normalize",
+    "sampling_network",
     "logit_cosine_distance",
     "pairwise_auc",
     "pgd",

@@ -9,6 +9,9 @@ correct, and live here so that each loop states them in one line:
   ``.grad`` is ever written into the parameters (the optimiser's next step must not see them).
 * :func:`bn_mode` puts BatchNorm into 'train' (batch statistics, the JEM line's sampler) or 'eval'
   (running statistics, EB-JDAT's attack) for the loop and restores every module's own flag after.
+* :func:`sampling_network` does both and hands the loop the network to run: in eval mode the
+  model with its BatchNorms folded into its convolutions (``models/fold.py``, the same function,
+  cheaper), in train mode the model itself.
 * :func:`input_grad` takes ``∂J/∂x`` with ``torch.autograd.grad(..., inputs=x)`` — never
   ``.backward()`` — so nothing accumulates anywhere else.
 
@@ -23,6 +26,8 @@ from typing import Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
+
+from ..models.fold import folded_view
 
 #: A zero-argument callable returning a context manager to run model forwards in, e.g.
 #: ``lambda: torch.autocast("cuda", dtype=torch.bfloat16)``; default ``contextlib.nullcontext``.
@@ -68,6 +73,16 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     finally:
         for m, flag in saved:
             m.training = flag
+
+
+@contextlib.contextmanager
+def sampling_network(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """:func:`bn_mode` and :func:`frozen_params` for a sampler or attack loop; yields the network
+    the loop runs: in 'eval' mode :func:`~ebjdat_engine.models.fold.folded_view` (the BatchNorms
+    folded into their convolutions, refreshed from the live weights; the model itself when it
+    cannot be folded), in 'train' mode the model (batch statistics cannot be folded)."""
+    with bn_mode(model, mode), frozen_params(model):
+        yield folded_view(model) if mode == "eval" else model
 
 
 def input_grad(objective: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..recipe import SamplerConfig
 from .buffer import ReplayBuffer
-from .common import AutocastFactory, bn_mode, frozen_params
+from .common import AutocastFactory, sampling_network
 from .langevin import pyld, sgld
 
 #: the sampler algorithm each generative base uses (ALGORITHMS.md §10)
@@ -43,13 +43,13 @@ class PxSampler:
     def __call__(self, model: nn.Module, n: int) -> torch.Tensor:
         cfg = self.cfg
         x0, idx = self.buffer.sample(n)
-        with bn_mode(model, cfg.bn_mode), frozen_params(model):
+        with sampling_network(model, cfg.bn_mode) as net:
             if self.algorithm == "pyld":
-                x_q = pyld(model, x0, n_steps=cfg.n_steps, inner_steps=cfg.pyld_inner_steps,
+                x_q = pyld(net, x0, n_steps=cfg.n_steps, inner_steps=cfg.pyld_inner_steps,
                            inner_step=cfg.pyld_step, grad_clamp=cfg.grad_clamp, input_std=self.input_std,
                            noise_std=cfg.noise_std, autocast=self.autocast)
             else:
-                x_q = sgld(model, x0, n_steps=cfg.n_steps, step_size=cfg.step_size,
+                x_q = sgld(net, x0, n_steps=cfg.n_steps, step_size=cfg.step_size,
                            noise_std=cfg.noise_std, grad_clamp=cfg.grad_clamp,
                            input_std=self.input_std, clip=self.clip, autocast=self.autocast)
         self.buffer.update(idx, x_q)
