@@ -12,7 +12,8 @@ from ._common import SET_HELP, UserError, resolved_recipe
 
 def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
           set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-          steps: int = typer.Option(5, "--steps", help="Timed iterations."),
+          steps: Optional[int] = typer.Option(None, "--steps",
+                                              help="Timed iterations (default: 5 on a GPU, 2 on a CPU)."),
           warmup: Optional[int] = typer.Option(None, "--warmup",
                                                help="Untimed iterations first (default: 3 on a GPU, 1 on a CPU)."),
           json_out: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
@@ -20,15 +21,19 @@ def bench(recipe: Path = typer.Argument(..., help="Recipe file."),
     import json as _json
 
     resolved = resolved_recipe(recipe, set_)
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise UserError("--steps must be >= 1")
+    if warmup is not None and warmup < 0:
+        raise UserError("--warmup must be >= 0")
     import torch
 
     from ebjdat_engine.train.bench import bench as run_bench
     from ebjdat_engine.train.runtime import resolve_device
 
     device = resolve_device(resolved.runtime)
-    warm = warmup if warmup is not None else (3 if device.type == "cuda" else 1)
+    gpu = device.type == "cuda"
+    warm = warmup if warmup is not None else (3 if gpu else 1)
+    steps = steps if steps is not None else (5 if gpu else 2)
     report = run_bench(resolved, steps=steps, warmup=warm,
                        log=None if json_out else (lambda t: typer.echo(f"bench: {t}", err=True)))
     del torch
