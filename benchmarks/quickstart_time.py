@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     if args.rounds < 1:
-        raise SystemExit("quickstart_time: --rounds must be >= 1")
+        ap.error("--rounds must be >= 1")  # exit 2
     try:
         old_sha = _git("rev-parse", "--verify", f"{args.against}^{{commit}}")
     except subprocess.CalledProcessError:
