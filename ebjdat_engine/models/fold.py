@@ -82,6 +82,14 @@ def bn_as_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, tor
     return scale, shift - bn.running_mean * scale
 
 
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of `conv` followed by `bn` in eval mode, as one convolution:
+    W' = W · s, b' = (b − μ) · s + β = b · s + offset (b = 0 without a bias)."""
+    scale, offset = bn_as_affine(bn)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    return weight, (conv.bias * scale + offset if conv.bias is not None else offset)
+
+
 def _without(state: dict[str, torch.Tensor], module: str) -> None:
     """Remove `module`'s entries from `state`, in place."""
     for key in [k for k in state if k.startswith(f"{module}.")]:
@@ -97,11 +105,8 @@ def folded_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[s
     modules = dict(model.named_modules())
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for conv_name, bn_name in pairs:
-        conv, bn = modules[conv_name], modules[bn_name]
-        scale, offset = bn_as_affine(bn)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(offset)
-        state[f"{conv_name}.weight"] = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-        state[f"{conv_name}.bias"] = bias * scale + offset  # (b − μ)·s + β
+        state[f"{conv_name}.weight"], state[f"{conv_name}.bias"] = fold_conv_bn(modules[conv_name],
+                                                                                modules[bn_name])
         _without(state, bn_name)
     return state, [bn for _, bn in pairs]
 
@@ -165,9 +170,8 @@ class FoldedView(nn.Module):
     def refresh(self) -> "FoldedView":
         """Write the model's current weights and BatchNorm statistics, folded, into the view."""
         for conv, bn, twin in self._pairs:
-            scale, offset = bn_as_affine(bn)
-            twin.weight.copy_(conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))
-            bias = conv.bias * scale + offset if conv.bias is not None else offset  # (b − μ)·s + β
+            weight, bias = fold_conv_bn(conv, bn)
+            twin.weight.copy_(weight)
             twin.bias.copy_(bias)
         return self
 
@@ -184,23 +188,25 @@ def folded_view(model: nn.Module) -> nn.Module:
     weights, when every BatchNorm follows a convolution; else `model` itself (no BatchNorm, a
     pre-activation network, a wrapper such as DDP or torch.compile that is not a plain module
     tree, or a forward torch.fx cannot trace). Made once per model, refreshed at every call."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or any(m.running_mean is None for m in norms):  # eval mode uses batch statistics
-        return model
     view = _VIEWS.get(model, False)
     if view is False or (view is not None and not view.matches()):
-        try:
-            view = FoldedView(model) if _plain(model) else None
-        except (FoldError, fx.proxy.TraceError, TypeError, NotImplementedError, RuntimeError):
-            view = None
-        _VIEWS[model] = view
+        view = _VIEWS[model] = _new_view(model)
     return model if view is None else view.refresh()
 
 
-def _plain(model: nn.Module) -> bool:
-    """A module tree that torch.fx traces as itself (not DDP, not an OptimizedModule)."""
-    return not isinstance(model, nn.parallel.DistributedDataParallel) and not hasattr(model, "_orig_mod")
+def _new_view(model: nn.Module) -> FoldedView | None:
+    """`model`'s FoldedView, or None when there is nothing to fold or it cannot be folded."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or any(m.running_mean is None for m in norms):  # eval mode uses batch statistics
+        return None
+    # a module tree that torch.fx traces as itself: not DDP, not an OptimizedModule
+    if isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        return None
+    try:
+        return FoldedView(model)
+    except (FoldError, fx.proxy.TraceError, TypeError, NotImplementedError, RuntimeError):
+        return None
 
 
-__all__ = ["FoldError", "FoldedView", "affine_state_dict", "bn_as_affine", "foldable_pairs",
+__all__ = ["FoldError", "FoldedView", "affine_state_dict", "bn_as_affine", "fold_conv_bn", "foldable_pairs",
            "folded_state_dict", "folded_view"]
