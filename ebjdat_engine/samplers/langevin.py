@@ -21,7 +21,6 @@ import contextlib
 import torch
 
 from ..models.energy import free_energy
-from ..models.normalize import Classifier
 from .common import AutocastFactory, fp32_leaf, frozen_params, input_grad, randn_like
 
 
@@ -31,6 +30,17 @@ def _check_common(n_steps: int, input_std: float) -> None:
         raise ValueError(f"sampler n_steps must be >= 0, got {n_steps}")
     if not input_std > 0:
         raise ValueError(f"input_std must be positive (the model's normaliser std), got {input_std}")
+
+
+def _clamped_energy_grad(model: torch.nn.Module, x: torch.Tensor, *, grad_clamp: float, input_std: float,
+                         autocast: AutocastFactory) -> torch.Tensor:
+    """``g_n = clamp(∂Σf/∂x_n, -c, c)`` at `x` in normalised units (c = `grad_clamp`; 0: no
+    clamp): one forward and one input-gradient of the whole network, the step both samplers take."""
+    x = fp32_leaf(x)
+    with autocast():
+        logits = model(x)
+    g = input_grad(free_energy(logits).sum(), x) * input_std  # ∂Σf/∂x_n = std·∂Σf/∂x
+    return g.clamp(-grad_clamp, grad_clamp) if grad_clamp > 0 else g
 
 
 def sgld(model: torch.nn.Module, x0: torch.Tensor, *, n_steps: int, step_size: float,
@@ -57,22 +67,17 @@ def sgld(model: torch.nn.Module, x0: torch.Tensor, *, n_steps: int, step_size: f
     x = x0.detach().to(torch.float32).clone()
     with frozen_params(model):
         for _ in range(n_steps):
-            x = fp32_leaf(x)
-            with autocast():
-                logits = model(x)
-            g = input_grad(free_energy(logits).sum(), x) * input_std  # ∂Σf/∂x_n
-            if grad_clamp > 0:
-                g = g.clamp(-grad_clamp, grad_clamp)
+            g = _clamped_energy_grad(model, x, grad_clamp=grad_clamp, input_std=input_std, autocast=autocast)
             step_n = step_size * g
             if noise_std > 0:
                 step_n = step_n + noise_std * randn_like(x, generator)
-            x = x.detach() + input_std * step_n  # Δx = std·Δx_n
+            x = x + input_std * step_n  # Δx = std·Δx_n
             if clip:
                 x = x.clamp_(0.0, 1.0)
     return x.detach()
 
 
-def pyld(model: Classifier, x0: torch.Tensor, *, n_steps: int, inner_steps: int,
+def pyld(model: torch.nn.Module, x0: torch.Tensor, *, n_steps: int, inner_steps: int,
          inner_step: float, grad_clamp: float, input_std: float, noise_std: float = 0.0,
          autocast: AutocastFactory = contextlib.nullcontext,
          generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,14 +115,9 @@ def pyld(model: Classifier, x0: torch.Tensor, *, n_steps: int, inner_steps: int,
         for _ in range(n_steps):
             if inner_steps > 0:
                 # 1. + 2. ∇_{x_n} H = ∂Σf/∂x_n: the co-state's pass continued through the stem
-                x = fp32_leaf(x)
-                with autocast():
-                    logits = model(x)
-                g = input_grad(free_energy(logits).sum(), x) * input_std
-                if grad_clamp > 0:
-                    g = g.clamp(-grad_clamp, grad_clamp)
+                g = _clamped_energy_grad(model, x, grad_clamp=grad_clamp, input_std=input_std,
+                                         autocast=autocast)
                 step = input_std * inner_step * g                 # Δx in pixels, the same each sub-step
-                x = x.detach()
                 for _ in range(inner_steps):
                     x = (x + step).clamp_(0.0, 1.0)
             # 3. optional Langevin noise (JEM++ default 0: PYLD is deterministic).
