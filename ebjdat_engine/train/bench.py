@@ -164,22 +164,18 @@ def bench(recipe: Recipe, steps: int = 5, warmup: int = 2,
         generative = _Timed(method.sampler, sync)
         method.sampler = generative  # type: ignore[attr-defined]
 
-    # FLOPs are counted in one untimed iteration: on a GPU an extra one after the warm-up (the
+    # FLOPs are counted in one untimed iteration after the others: on a GPU an extra one (the
     # counter must not meet torch.compile's first calls); on a CPU, where a WRN-28-10 iteration
     # takes minutes, the last warm-up iteration itself
-    count_in_warmup = device.type == "cpu" and warmup > 0
-    for i in range(warmup):
-        counting = count_in_warmup and i == warmup - 1
-        with FlopCount() if counting else contextlib.nullcontext() as counter:
-            trainer.train_step(trainer.next_batch())
+    for _ in range(warmup - 1 if device.type == "cpu" and warmup > 0 else warmup):
+        trainer.train_step(trainer.next_batch())
         trainer.step += 1
+    with FlopCount() as counter:
+        trainer.train_step(trainer.next_batch())
+    trainer.step += 1
+    iteration_flops = float(counter.total)
     sync()
     F = forward_flops(model, splits.image_shape, device, ctx)
-    if not count_in_warmup:
-        with FlopCount() as counter:
-            trainer.train_step(trainer.next_batch())
-        trainer.step += 1
-    iteration_flops = float(counter.total)
 
     draw.seconds = 0.0
     if generative is not None:
