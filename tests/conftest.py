@@ -58,6 +58,27 @@ threads = 1
 """
 
 
+def trained_bn_net(shape=(1, 8, 8), **model):
+    """A BatchNorm network (eval mode) whose running statistics and affine parameters are away
+    from their init, so that folding them is a real test; `model` are ModelConfig fields."""
+    import torch
+
+    from ebjdat_engine.models import build_model
+    from ebjdat_engine.recipe.schema import ModelConfig
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(norm="batch", **model), shape, 10)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(16, *shape) * 2)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
 def write_tiny_recipe(folder: Path) -> Path:
     """folder/tiny.toml: the tiny digits recipe, writing its runs under folder/runs."""
     path = folder / "tiny.toml"

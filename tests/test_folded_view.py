@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import trained_bn_net
 
 from ebjdat_engine.models import build_model, free_energy
 from ebjdat_engine.models.fold import FoldedView, folded_view
@@ -15,17 +16,8 @@ torch.set_num_threads(1)
 
 
 def _bn_net(arch: str = "cnn", shape=(1, 8, 8), **kw) -> torch.nn.Module:
-    """A BatchNorm network whose running statistics and affine parameters are off their init."""
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(arch=arch, norm="batch", width=1, **kw), shape, 10)
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.rand(16, *shape) * 2)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 2.0)
-                m.bias.uniform_(-0.5, 0.5)
-    return net
+    """A width-1 BatchNorm network off its init (conftest), in train mode."""
+    return trained_bn_net(shape, arch=arch, width=1, **kw).train()
 
 
 def _input_grad(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 import torch
-from conftest import ebjdat
+from conftest import ebjdat, trained_bn_net
 
 from ebjdat_engine.eval.loading import load_run
 from ebjdat_engine.models import build_model
@@ -16,24 +16,8 @@ from ebjdat_engine.rundir.events import read_events
 from ebjdat_engine.train.session import run
 
 
-def _trained_bn(shape=(1, 8, 8), **model) -> torch.nn.Module:
-    """A BatchNorm network (eval mode) whose running statistics and affine parameters are away
-    from their init, so that folding them is a real test."""
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(norm="batch", **model), shape, 10)
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.rand(16, *shape) * 2)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 2.0)
-                m.bias.uniform_(-0.5, 0.5)
-    return net.eval()
-
-
 def test_folding_gives_the_same_eval_mode_logits_without_batchnorm():
-    bn = _trained_bn(arch="cnn", width=1)
+    bn = trained_bn_net(arch="cnn", width=1)
     state, folded = folded_state_dict(bn)
     assert len(folded) == 4 and not any("running" in k for k in state)
     plain = build_model(ModelConfig(arch="cnn", width=1, norm="none"), (1, 8, 8), 10)
@@ -98,7 +82,7 @@ def test_init_weights_is_checked():
 
 
 def test_a_torchvision_resnet_folds_every_batchnorm_exactly():
-    bn = _trained_bn((3, 32, 32), arch="resnet", depth=18, width=1)
+    bn = trained_bn_net((3, 32, 32), arch="resnet", depth=18, width=1)
     state, folded = folded_state_dict(bn)
     assert len(folded) == 20  # stem, 2 per basic block x 8, 3 downsample shortcuts
     plain = build_model(ModelConfig(arch="resnet", depth=18, width=1, norm="none"), (3, 32, 32), 10)
@@ -111,7 +95,7 @@ def test_a_torchvision_resnet_folds_every_batchnorm_exactly():
 def test_a_pre_activation_wrn_converts_to_affine_exactly():
     from ebjdat_engine.models.fold import affine_state_dict
 
-    bn = _trained_bn((3, 8, 8), arch="wrn", depth=10, width=1)
+    bn = trained_bn_net((3, 8, 8), arch="wrn", depth=10, width=1)
     state, names = affine_state_dict(bn)
     assert len(names) == 7 and not any("running" in k for k in state)  # 2 per block x 3 + final
     affine = build_model(ModelConfig(arch="wrn", depth=10, width=1, norm="affine"), (3, 8, 8), 10)
